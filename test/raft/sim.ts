@@ -1,0 +1,402 @@
+/**
+ * A deterministic simulated cluster for the Raft core: simulated clock and network, seeded
+ * randomness, crashes that keep only what was persisted, and the safety properties of Figure 3
+ * checked after every event. Used by simulation.test.ts and by scripts/sim.ts (replay one seed).
+ */
+import { RaftCore } from "../../src/raft/core";
+import type { Entry, HardState, Message, NodeId, Ready } from "../../src/raft/types";
+
+/** mulberry32: a tiny seeded PRNG, good enough to drive a simulation reproducibly. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** What a server keeps across a crash: exactly what its Ready handling made durable. */
+interface Disk {
+  hardState: HardState;
+  log: Entry[];
+  appliedIndex: number;
+}
+
+interface InFlight {
+  deliverAt: number;
+  message: Message;
+}
+
+export interface SimOptions {
+  nodes: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  /** Probabilities per message. */
+  dropRate?: number;
+  duplicateRate?: number;
+  /** Extra delivery delay, in ticks, drawn from [0, maxDelay]. */
+  maxDelay?: number;
+  preVote?: boolean;
+  checkQuorum?: boolean;
+}
+
+export class SafetyViolation extends Error {
+  override name = "SafetyViolation";
+}
+
+export class SimCluster {
+  readonly random: () => number;
+  readonly options: Required<SimOptions>;
+  now = 0;
+  readonly cores: (RaftCore | null)[] = [];
+  readonly disks: Disk[] = [];
+  #network: InFlight[] = [];
+  /** blocked[a][b]: messages from a to b are lost. */
+  readonly blocked: boolean[][];
+
+  // Observations for the safety checks.
+  /** term -> the one server that led in it (Election Safety). */
+  readonly #leaderOfTerm = new Map<number, NodeId>();
+  /** index -> the entry some server applied there (State Machine Safety). */
+  readonly appliedAt = new Map<number, Entry>();
+  /** index -> a term that was current when the entry was first seen applied. */
+  readonly #committedSeenAtTerm = new Map<number, number>();
+  #highestTermSeen = 0;
+  /** Read requests in flight: id -> the highest applied index when the read was asked. */
+  readonly #readsAsked = new Map<number, number>();
+  #nextReadId = 1;
+  readonly stats = { messages: 0, proposals: 0, readsServed: 0, readsFailed: 0, crashes: 0 };
+
+  constructor(seed: number, options: SimOptions) {
+    this.random = seededRandom(seed);
+    this.options = {
+      electionTicks: 10,
+      heartbeatTicks: 2,
+      dropRate: 0,
+      duplicateRate: 0,
+      maxDelay: 0,
+      preVote: true,
+      checkQuorum: true,
+      ...options,
+    };
+    this.blocked = Array.from({ length: options.nodes }, () => new Array<boolean>(options.nodes).fill(false));
+    for (let id = 0; id < options.nodes; id++) {
+      this.disks.push({ hardState: { term: 0, votedFor: null }, log: [], appliedIndex: 0 });
+      this.cores.push(null);
+      this.restart(id);
+    }
+  }
+
+  randomInt(n: number): number {
+    return Math.floor(this.random() * n);
+  }
+
+  restart(id: NodeId): void {
+    const disk = this.disks[id]!;
+    this.cores[id] = new RaftCore(
+      {
+        id,
+        clusterSize: this.options.nodes,
+        electionTicks: this.options.electionTicks,
+        heartbeatTicks: this.options.heartbeatTicks,
+        randomInt: (n) => this.randomInt(n),
+        preVote: this.options.preVote,
+        checkQuorum: this.options.checkQuorum,
+        maxEntriesPerAppend: 5,
+        maxInflightAppends: 3,
+      },
+      { hardState: disk.hardState, entries: disk.log, appliedIndex: disk.appliedIndex },
+    );
+  }
+
+  crash(id: NodeId): void {
+    this.cores[id] = null;
+    this.stats.crashes++;
+  }
+
+  get leaders(): RaftCore[] {
+    return this.cores.filter((core): core is RaftCore => core !== null && core.role === "leader");
+  }
+
+  /** The leader of the highest term, if any. */
+  currentLeader(): RaftCore | undefined {
+    return this.leaders.sort((a, b) => b.term - a.term)[0];
+  }
+
+  isolate(id: NodeId, isolated: boolean): void {
+    for (let other = 0; other < this.options.nodes; other++) {
+      if (other === id) continue;
+      this.blocked[id]![other] = isolated;
+      this.blocked[other]![id] = isolated;
+    }
+  }
+
+  healAll(): void {
+    for (const row of this.blocked) row.fill(false);
+  }
+
+  propose(id: NodeId, data: Uint8Array): boolean {
+    const core = this.cores[id];
+    if (!core) return false;
+    const result = core.propose(data);
+    if (result) this.stats.proposals++;
+    this.#processReady(id);
+    return result !== null;
+  }
+
+  /** Asks `id` for a ReadIndex; the answer is checked against what was committed before. */
+  read(id: NodeId): void {
+    const core = this.cores[id];
+    if (!core) return;
+    const readId = this.#nextReadId++;
+    // A linearizable read must reflect every write that completed before it began: anything
+    // applied anywhere is complete from some client's point of view.
+    let completed = 0;
+    for (const index of this.appliedAt.keys()) completed = Math.max(completed, index);
+    if (core.readIndex(readId)) {
+      this.#readsAsked.set(readId, completed);
+      this.#processReady(id);
+    }
+  }
+
+  /** One tick of simulated time: every live server ticks, due messages are delivered. */
+  tick(): void {
+    this.now++;
+    for (let id = 0; id < this.cores.length; id++) {
+      const core = this.cores[id];
+      if (!core) continue;
+      core.tick();
+      this.#processReady(id);
+    }
+    this.deliverDue();
+  }
+
+  deliverDue(): void {
+    // Deliver in a random order among those due, which also reorders messages.
+    for (;;) {
+      const due = this.#network.filter((m) => m.deliverAt <= this.now);
+      if (due.length === 0) return;
+      const pick = due[this.randomInt(due.length)]!;
+      this.#network.splice(this.#network.indexOf(pick), 1);
+      this.#deliver(pick.message);
+    }
+  }
+
+  #deliver(message: Message): void {
+    const core = this.cores[message.to];
+    if (!core) return;
+    core.step(message);
+    this.#processReady(message.to);
+  }
+
+  #send(message: Message): void {
+    this.stats.messages++;
+    const lost =
+      this.blocked[message.from]![message.to] ||
+      this.cores[message.to] === null ||
+      this.random() < this.options.dropRate;
+    if (lost) {
+      // gRPC tells a caller whose request failed; model that for requests, sometimes.
+      const isRequest = message.type === "AppendEntries" || message.type === "RequestVote";
+      if (isRequest && this.random() < 0.5) this.cores[message.from]?.reportUnreachable(message.to);
+      return;
+    }
+    const copies = this.random() < this.options.duplicateRate ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      this.#network.push({ deliverAt: this.now + this.randomInt(this.options.maxDelay + 1), message });
+    }
+  }
+
+  /** The node layer's job, done synchronously: persist, send, apply, advance. */
+  #processReady(id: NodeId): void {
+    for (;;) {
+      const core = this.cores[id];
+      if (!core || !core.hasReady()) break;
+      const ready: Ready = core.ready();
+      const disk = this.disks[id]!;
+      if (ready.hardState) disk.hardState = ready.hardState;
+      if (ready.entries.length > 0) {
+        const first = ready.entries[0]!.index;
+        disk.log.length = first - 1;
+        disk.log.push(...ready.entries);
+      }
+      disk.log.length = Math.min(disk.log.length, ready.lastIndex);
+      for (const message of ready.messages) this.#send(message);
+      for (const entry of ready.committed) this.#apply(id, entry);
+      for (const readState of ready.readStates) this.#answerRead(id, readState.requestId, readState.index);
+      core.advance(ready);
+    }
+    this.checkSafety();
+  }
+
+  #apply(id: NodeId, entry: Entry): void {
+    const disk = this.disks[id]!;
+    if (entry.index !== disk.appliedIndex + 1) {
+      throw new SafetyViolation(`server ${id} applied ${entry.index} after ${disk.appliedIndex}`);
+    }
+    disk.appliedIndex = entry.index;
+    const earlier = this.appliedAt.get(entry.index);
+    if (earlier === undefined) {
+      this.appliedAt.set(entry.index, entry);
+      this.#committedSeenAtTerm.set(entry.index, this.#highestTermSeen);
+    } else if (earlier.term !== entry.term || !sameBytes(earlier.data, entry.data)) {
+      throw new SafetyViolation(
+        `state machine safety: index ${entry.index} applied as term ${earlier.term} and, on server ${id}, term ${entry.term}`,
+      );
+    }
+  }
+
+  #answerRead(id: NodeId, readId: number, index: number | null): void {
+    const completedBefore = this.#readsAsked.get(readId);
+    this.#readsAsked.delete(readId);
+    if (completedBefore === undefined) throw new SafetyViolation(`server ${id} answered unknown read ${readId}`);
+    if (index === null) {
+      this.stats.readsFailed++;
+      return;
+    }
+    this.stats.readsServed++;
+    if (index < completedBefore) {
+      throw new SafetyViolation(
+        `stale read on server ${id}: read index ${index} but ${completedBefore} was applied before the read began`,
+      );
+    }
+  }
+
+  /** Figure 3's properties, over every live server and every observation so far. */
+  checkSafety(): void {
+    for (const core of this.cores) {
+      if (!core) continue;
+      this.#highestTermSeen = Math.max(this.#highestTermSeen, core.term);
+      if (core.role !== "leader") continue;
+      // Election Safety: at most one leader per term.
+      const known = this.#leaderOfTerm.get(core.term);
+      if (known === undefined) this.#leaderOfTerm.set(core.term, core.id);
+      else if (known !== core.id) {
+        throw new SafetyViolation(`election safety: ${known} and ${core.id} both led term ${core.term}`);
+      }
+      // Leader Completeness: a leader of a later term holds every entry committed before it.
+      for (const [index, seenAt] of this.#committedSeenAtTerm) {
+        if (core.term <= seenAt) continue;
+        const entry = this.appliedAt.get(index)!;
+        const ours = index <= core.lastIndex ? core.entries(index, index)[0] : undefined;
+        if (!ours || ours.term !== entry.term) {
+          throw new SafetyViolation(
+            `leader completeness: leader ${core.id} of term ${core.term} lacks committed index ${index} (term ${entry.term})`,
+          );
+        }
+      }
+    }
+  }
+
+  /** Log Matching, for every pair of live servers: same index and term imply same prefix. */
+  checkLogMatching(): void {
+    const logs = this.cores.map((core) => (core ? core.entries() : null));
+    for (let a = 0; a < logs.length; a++) {
+      for (let b = a + 1; b < logs.length; b++) {
+        const logA = logs[a];
+        const logB = logs[b];
+        if (!logA || !logB) continue;
+        const common = Math.min(logA.length, logB.length);
+        // Find the last index where the terms agree; everything before it must be identical.
+        let last = 0;
+        for (let i = common; i >= 1; i--) {
+          if (logA[i - 1]!.term === logB[i - 1]!.term) {
+            last = i;
+            break;
+          }
+        }
+        for (let i = 1; i <= last; i++) {
+          const x = logA[i - 1]!;
+          const y = logB[i - 1]!;
+          if (x.term !== y.term || x.type !== y.type || !sameBytes(x.data, y.data)) {
+            throw new SafetyViolation(`log matching: servers ${a} and ${b} agree at ${last} but differ at ${i}`);
+          }
+        }
+      }
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * One randomized run: a period of chaos (crashes, partitions, lost, duplicated, delayed and
+ * reordered messages, client writes and reads), then a quiet period in which the cluster must
+ * elect a leader, commit a final write and bring every server to the same applied state.
+ */
+export function runRandomScenario(seed: number): SimCluster {
+  const pick = seededRandom(seed ^ 0x5eed);
+  const nodes = pick() < 0.5 ? 3 : 5;
+  const sim = new SimCluster(seed, {
+    nodes,
+    dropRate: pick() * 0.2,
+    duplicateRate: pick() * 0.1,
+    maxDelay: Math.floor(pick() * 4),
+    // Without check-quorum a deposed leader believes in itself much longer: ReadIndex alone
+    // must still keep its reads fresh.
+    checkQuorum: pick() < 0.7,
+  });
+  const chaosTicks = 300;
+  let payload = 0;
+  for (let t = 0; t < chaosTicks; t++) {
+    const roll = sim.random();
+    if (roll < 0.01) {
+      const id = sim.randomInt(nodes);
+      const down = sim.cores.filter((core) => core === null).length;
+      if (sim.cores[id] && down < Math.floor((nodes - 1) / 2)) sim.crash(id);
+    } else if (roll < 0.04) {
+      const id = sim.randomInt(nodes);
+      if (!sim.cores[id]) sim.restart(id);
+    } else if (roll < 0.05) {
+      sim.isolate(sim.randomInt(nodes), true);
+    } else if (roll < 0.06) {
+      const from = sim.randomInt(nodes);
+      const to = sim.randomInt(nodes);
+      if (from !== to) sim.blocked[from]![to] = true; // asymmetric
+    } else if (roll < 0.1) {
+      sim.healAll();
+    }
+    const leader = sim.currentLeader();
+    // Clients write to and read from whoever leads, and sometimes from a random server.
+    const target = leader && sim.random() < 0.8 ? leader.id : sim.randomInt(nodes);
+    if (sim.random() < 0.5) sim.propose(target, new TextEncoder().encode(`w${payload++}`));
+    if (sim.random() < 0.3) sim.read(target);
+    // Every server that believes it leads is asked too: stale leaders are where stale reads hide.
+    if (sim.random() < 0.3) for (const core of sim.leaders) sim.read(core.id);
+    sim.tick();
+    if (t % 25 === 0) sim.checkLogMatching();
+  }
+  // Quiet period: everyone up, network whole and reliable again.
+  sim.healAll();
+  sim.options.dropRate = 0;
+  sim.options.duplicateRate = 0;
+  for (let id = 0; id < nodes; id++) if (!sim.cores[id]) sim.restart(id);
+  let committedFinal = false;
+  for (let t = 0; t < 400 && !committedFinal; t++) {
+    sim.tick();
+    const leader = sim.currentLeader();
+    if (leader && t % 10 === 0) sim.propose(leader.id, new TextEncoder().encode(`final${t}`));
+    const last = Math.max(0, ...sim.appliedAt.keys());
+    committedFinal =
+      last > 0 &&
+      sim.appliedAt.get(last)!.data.byteLength > 0 &&
+      new TextDecoder().decode(sim.appliedAt.get(last)!.data).startsWith("final") &&
+      sim.disks.every((disk) => disk.appliedIndex === last);
+  }
+  sim.checkLogMatching();
+  if (!committedFinal) {
+    throw new SafetyViolation(
+      `liveness: no final write applied everywhere 400 ticks after healing (applied: ${sim.disks
+        .map((d) => d.appliedIndex)
+        .join(",")}, roles: ${sim.cores.map((c) => `${c?.role}@${c?.term}`).join(",")})`,
+    );
+  }
+  return sim;
+}
