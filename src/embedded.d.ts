@@ -3,3 +3,9 @@ declare module "*.proto" {
   const text: string;
   export default text;
 }
+
+// The Level binding ships no types; src/storage/rocks.ts types the part we use.
+declare module "rocksdb" {
+  const rocksdb: unknown;
+  export default rocksdb;
+}

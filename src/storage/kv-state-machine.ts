@@ -1,0 +1,128 @@
+/**
+ * @module storage/kv-state-machine
+ * The replicated key-value map, applied from committed Raft entries into RocksDB.
+ *
+ * Keys: `d` + user key holds the value; `a` holds the applied index; `s` + client id holds that
+ * client's session (last sequence applied and the log index of its last request), for
+ * exactly-once writes. Each apply is one atomic batch with the data, the sessions and the
+ * applied index, so a crash never leaves an entry half-applied or applied twice.
+ *
+ * Applying must be deterministic: every server applies the same entries and must reach the same
+ * state, so nothing here reads a clock or anything local.
+ */
+import { type Entry, EntryType } from "../raft/types";
+import { codecs } from "../wire/proto";
+import type { BatchOp, Rocks } from "./rocks";
+
+const APPLIED_KEY = "a";
+const DATA_PREFIX = "d";
+const SESSION_PREFIX = "s";
+const SESSION_END = "t";
+
+/**
+ * A client session is forgotten once this many log entries pass without a request from it:
+ * deterministic, because every server applies the same log. A client retrying a write after
+ * that long is not protected against a double apply.
+ */
+export const SESSION_EXPIRY_ENTRIES = 100_000;
+/** At most this many sessions are kept; the least recently used go first. */
+export const MAX_SESSIONS = 10_000;
+
+interface Session {
+  sequence: number;
+  lastIndex: number;
+}
+
+/** The outcome of one applied entry, for the client waiting on it. */
+export type ApplyResult = { ok: true; duplicate: boolean };
+
+export class KvStateMachine {
+  readonly #db: Rocks;
+  #appliedIndex = 0;
+  readonly #sessions = new Map<string, Session>();
+
+  constructor(db: Rocks) {
+    this.#db = db;
+  }
+
+  get appliedIndex(): number {
+    return this.#appliedIndex;
+  }
+
+  async load(): Promise<void> {
+    const raw = await this.#db.get(APPLIED_KEY);
+    this.#appliedIndex = raw ? Number(raw.toString("utf8")) : 0;
+    const loaded: [string, Session][] = [];
+    await this.#db.scan(SESSION_PREFIX, SESSION_END, (key, value) => {
+      loaded.push([key.slice(1), JSON.parse(value.toString("utf8"))]);
+    });
+    // Recency order must be the same on every server, restarted or not: rebuild it from the log
+    // index of each session's last request (unique per session).
+    loaded.sort((a, b) => a[1].lastIndex - b[1].lastIndex);
+    for (const [clientId, session] of loaded) this.#sessions.set(clientId, session);
+  }
+
+  /** The locally applied value of `key` (no consensus involved). */
+  async get(key: string): Promise<string | undefined> {
+    const value = await this.#db.get(DATA_PREFIX + key);
+    return value?.toString("utf8");
+  }
+
+  /**
+   * Applies committed entries, in order, in one batch. Not synced: the log is durable, so a
+   * batch lost in a power cut is simply applied again from it on restart.
+   */
+  async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
+    const ops: BatchOp[] = [];
+    const results: ApplyResult[] = [];
+    const touchedSessions = new Set<string>();
+    for (const entry of entries) {
+      if (entry.index !== this.#appliedIndex + 1) {
+        throw new Error(`apply of index ${entry.index} after applied index ${this.#appliedIndex}`);
+      }
+      this.#appliedIndex = entry.index;
+      if (entry.type !== EntryType.Normal) {
+        results.push({ ok: true, duplicate: false });
+        continue;
+      }
+      const command = codecs.command.decode(entry.data);
+      if (command.clientId !== "") {
+        const session = this.#sessions.get(command.clientId);
+        if (session && command.sequence <= session.sequence) {
+          // A retry of a write already applied: answer as before, change nothing.
+          results.push({ ok: true, duplicate: true });
+          continue;
+        }
+        this.#sessions.delete(command.clientId); // re-insert: Map order is recency order
+        this.#sessions.set(command.clientId, { sequence: command.sequence, lastIndex: entry.index });
+        touchedSessions.add(command.clientId);
+      }
+      ops.push({ type: "put", key: DATA_PREFIX + command.key, value: command.value });
+      results.push({ ok: true, duplicate: false });
+    }
+    for (const clientId of this.#expireSessions()) {
+      touchedSessions.delete(clientId);
+      ops.push({ type: "del", key: SESSION_PREFIX + clientId });
+    }
+    for (const clientId of touchedSessions) {
+      ops.push({ type: "put", key: SESSION_PREFIX + clientId, value: JSON.stringify(this.#sessions.get(clientId)) });
+    }
+    ops.push({ type: "put", key: APPLIED_KEY, value: String(this.#appliedIndex) });
+    await this.#db.batch(ops, false);
+    return results;
+  }
+
+  /** Drops sessions idle for too long or beyond the cap; returns their ids. */
+  #expireSessions(): string[] {
+    const expired: string[] = [];
+    // Map iteration is in recency order (oldest first), so we can stop at the first live one.
+    for (const [clientId, session] of this.#sessions) {
+      const idleTooLong = this.#appliedIndex - session.lastIndex > SESSION_EXPIRY_ENTRIES;
+      const overCap = this.#sessions.size - expired.length > MAX_SESSIONS;
+      if (!idleTooLong && !overCap) break;
+      expired.push(clientId);
+    }
+    for (const clientId of expired) this.#sessions.delete(clientId);
+    return expired;
+  }
+}

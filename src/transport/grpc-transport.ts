@@ -1,0 +1,199 @@
+/**
+ * @module transport/grpc-transport
+ * Raft messages over gRPC: a client per peer for our requests, and the `raft.Raft` service for
+ * theirs. Replies to our requests come back as the RPC's response; replies to theirs are given
+ * to the `respond` callback handed out with each incoming request.
+ *
+ * A peer that is down costs little: grpc-js fails calls at once while the channel is in
+ * TRANSIENT_FAILURE and reconnects in the background with capped exponential backoff, so a
+ * restarted peer is reached again within about a second.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Entry, EntryType, Message, NodeId } from "../raft/types";
+import { GRPC_CHANNEL_OPTIONS as CHANNEL_OPTIONS } from "../wire/channel-options";
+import {
+  type AppendEntriesReplyWire,
+  type AppendEntriesRequestWire,
+  type RequestVoteReplyWire,
+  type RequestVoteRequestWire,
+  raftService,
+} from "../wire/proto";
+
+const APPEND_DEADLINE_MS = 2000;
+const VOTE_DEADLINE_MS = 500;
+
+
+export interface TransportHandlers {
+  /** A request from a peer; `respond` must be called with the core's reply (or not at all). */
+  onRequest(message: Message, respond: (reply: Message | null) => void, leaderClientAddress: string): void;
+  /** A reply to one of our requests. */
+  onReply(message: Message): void;
+  /** A request of ours could not be delivered or answered. */
+  onUnreachable(peer: NodeId): void;
+}
+
+type UnaryCallback<T> = (error: grpc.ServiceError | null, value?: T) => void;
+
+export class GrpcTransport {
+  readonly #id: NodeId;
+  readonly #clients: (grpc.Client | null)[];
+  readonly #clientAddress: string;
+  readonly #handlers: TransportHandlers;
+  #server: grpc.Server | null = null;
+
+  constructor(id: NodeId, peerAddresses: readonly string[], clientAddress: string, handlers: TransportHandlers) {
+    this.#id = id;
+    this.#clientAddress = clientAddress;
+    this.#handlers = handlers;
+    this.#clients = peerAddresses.map((address, peer) =>
+      peer === id ? null : new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS),
+    );
+  }
+
+  /** Serves the Raft service on `bindAddress` ("host:port"). */
+  async listen(bindAddress: string): Promise<void> {
+    const server = new grpc.Server(CHANNEL_OPTIONS);
+    server.addService(raftService, {
+      AppendEntries: (call: grpc.ServerUnaryCall<AppendEntriesRequestWire, AppendEntriesReplyWire>, callback: UnaryCallback<AppendEntriesReplyWire>) => {
+        const wire = call.request;
+        const message: Message = {
+          type: "AppendEntries",
+          from: wire.from,
+          to: this.#id,
+          term: wire.term,
+          prevLogIndex: wire.prevLogIndex,
+          prevLogTerm: wire.prevLogTerm,
+          entries: wire.entries.map(
+            (e): Entry => ({ term: e.term, index: e.index, type: e.type as EntryType, data: e.data }),
+          ),
+          leaderCommit: wire.leaderCommit,
+          readRound: wire.readRound,
+        };
+        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toAppendReplyWire), wire.leaderClientAddress);
+      },
+      RequestVote: (call: grpc.ServerUnaryCall<RequestVoteRequestWire, RequestVoteReplyWire>, callback: UnaryCallback<RequestVoteReplyWire>) => {
+        const wire = call.request;
+        const message: Message = {
+          type: "RequestVote",
+          from: wire.candidateId,
+          to: this.#id,
+          term: wire.term,
+          lastLogIndex: wire.lastLogIndex,
+          lastLogTerm: wire.lastLogTerm,
+          preVote: wire.preVote,
+        };
+        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toVoteReplyWire), "");
+      },
+    });
+    await bind(server, bindAddress);
+    this.#server = server;
+  }
+
+  /** Sends a request (AppendEntries or RequestVote) to its `to`. Replies are not sent here. */
+  send(message: Message): void {
+    const client = this.#clients[message.to];
+    if (!client) return;
+    if (message.type === "AppendEntries") {
+      const request: AppendEntriesRequestWire = {
+        term: message.term,
+        leaderId: message.from,
+        prevLogIndex: message.prevLogIndex,
+        prevLogTerm: message.prevLogTerm,
+        entries: message.entries as Entry[],
+        leaderCommit: message.leaderCommit,
+        from: message.from,
+        leaderClientAddress: this.#clientAddress,
+        readRound: message.readRound,
+      };
+      client.makeUnaryRequest(
+        raftService.AppendEntries.path,
+        raftService.AppendEntries.requestSerialize,
+        raftService.AppendEntries.responseDeserialize,
+        request,
+        { deadline: Date.now() + APPEND_DEADLINE_MS },
+        (error, reply) => {
+          if (error || !reply) return this.#handlers.onUnreachable(message.to);
+          this.#handlers.onReply({
+            type: "AppendEntriesReply",
+            from: message.to,
+            to: this.#id,
+            term: reply.term,
+            success: reply.success,
+            matchIndex: reply.matchIndex,
+            conflictTerm: reply.conflictTerm,
+            conflictIndex: reply.conflictIndex,
+            readRound: reply.readRound,
+          });
+        },
+      );
+    } else if (message.type === "RequestVote") {
+      const request: RequestVoteRequestWire = {
+        term: message.term,
+        candidateId: message.from,
+        lastLogIndex: message.lastLogIndex,
+        lastLogTerm: message.lastLogTerm,
+        preVote: message.preVote,
+      };
+      client.makeUnaryRequest(
+        raftService.RequestVote.path,
+        raftService.RequestVote.requestSerialize,
+        raftService.RequestVote.responseDeserialize,
+        request,
+        { deadline: Date.now() + VOTE_DEADLINE_MS },
+        (error, reply) => {
+          if (error || !reply) return this.#handlers.onUnreachable(message.to);
+          this.#handlers.onReply({
+            type: "RequestVoteReply",
+            from: message.to,
+            to: this.#id,
+            term: reply.term,
+            voteGranted: reply.voteGranted,
+            preVote: reply.preVote,
+          });
+        },
+      );
+    }
+  }
+
+  close(): void {
+    for (const client of this.#clients) client?.close();
+    this.#server?.forceShutdown();
+  }
+}
+
+function respondWith<W>(callback: UnaryCallback<W>, reply: Message | null, toWire: (m: Message) => W): void {
+  if (reply === null) {
+    // The core chose not to answer (e.g. a vote request while we follow a live leader).
+    callback({ code: grpc.status.UNAVAILABLE, details: "request dropped", name: "", message: "" } as grpc.ServiceError);
+    return;
+  }
+  callback(null, toWire(reply));
+}
+
+function toAppendReplyWire(m: Message): AppendEntriesReplyWire {
+  if (m.type !== "AppendEntriesReply") throw new Error(`expected AppendEntriesReply, got ${m.type}`);
+  return {
+    term: m.term,
+    success: m.success,
+    from: m.from,
+    matchIndex: m.matchIndex,
+    conflictTerm: m.conflictTerm,
+    conflictIndex: m.conflictIndex,
+    readRound: m.readRound,
+  };
+}
+
+function toVoteReplyWire(m: Message): RequestVoteReplyWire {
+  if (m.type !== "RequestVoteReply") throw new Error(`expected RequestVoteReply, got ${m.type}`);
+  return { term: m.term, voteGranted: m.voteGranted, from: m.from, preVote: m.preVote };
+}
+
+/** Binds a grpc-js server, turning its callback into a promise with a clear error. */
+export function bind(server: grpc.Server, address: string): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));
+      else resolve(port);
+    }),
+  );
+}
