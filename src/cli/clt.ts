@@ -4,7 +4,7 @@
  */
 import arg from "arg";
 import { ClientError, KvsClient, KvsStatus } from "../client/client";
-import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from "../wire/proto";
+import { invalidRequest } from "../wire/proto";
 
 const EXIT = { ok: 0, usage: 1, notLeader: 2, noKey: 3, serverError: 4 } as const;
 
@@ -42,6 +42,20 @@ function toAddress(item: string, host: string): string {
   exit(EXIT.usage, `"${item}" is not a port or host:port`);
 }
 
+/**
+ * Keys and values may begin with "-" ("-v -1" is a fine PUT), which `arg` would take for an
+ * option: glue the word after -k/-v to its flag ("--value=-1") before parsing.
+ */
+function glueKeyAndValue(argv: string[]): string[] {
+  const glued: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const flag = { "-k": "--key", "--key": "--key", "-v": "--value", "--value": "--value" }[argv[i]!];
+    if (flag && i + 1 < argv.length) glued.push(`${flag}=${argv[++i]}`);
+    else glued.push(argv[i]!);
+  }
+  return glued;
+}
+
 async function main(): Promise<never> {
   let args;
   try {
@@ -63,7 +77,7 @@ async function main(): Promise<never> {
         "-t": "--timeout",
         "-h": "--help",
       },
-      { argv: process.argv.slice(2) },
+      { argv: glueKeyAndValue(process.argv.slice(2)) },
     );
   } catch (error) {
     exit(EXIT.usage, `${(error as Error).message} (see clt --help)`);
@@ -80,13 +94,10 @@ async function main(): Promise<never> {
   }
   const key = args["--key"];
   if (key === undefined) exit(EXIT.usage, "missing -k <key>");
-  if (key === "") exit(EXIT.usage, "the key must not be empty");
-  if (Buffer.byteLength(key) > MAX_KEY_BYTES) exit(EXIT.usage, `the key is over ${MAX_KEY_BYTES} bytes`);
   const value = args["--value"];
   if (op === "PUT" && value === undefined) exit(EXIT.usage, "PUT needs -v <value>");
-  if (value !== undefined && Buffer.byteLength(value) > MAX_VALUE_BYTES) {
-    exit(EXIT.usage, `the value is over ${MAX_VALUE_BYTES} bytes (1 MiB)`);
-  }
+  const problem = invalidRequest(key, value);
+  if (problem) exit(EXIT.usage, problem);
   const timeoutText = args["--timeout"] ?? "5000";
   if (!/^\d+$/.test(timeoutText) || Number(timeoutText) < 1) {
     exit(EXIT.usage, `--timeout must be a positive number of milliseconds, got "${timeoutText}"`);

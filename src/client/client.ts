@@ -12,7 +12,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { randomUUID } from "node:crypto";
 import { GRPC_CHANNEL_OPTIONS } from "../wire/channel-options";
-import { type KvsReply, KvsStatus, kvsService } from "../wire/proto";
+import { invalidRequest, type KvsReply, KvsStatus, kvsService } from "../wire/proto";
 
 export { KvsStatus, type KvsReply };
 
@@ -27,6 +27,16 @@ export interface ClientOptions {
   followLeader?: boolean;
   /** Exactly-once session id; a random one by default. */
   clientId?: string;
+}
+
+/** The request can never succeed (empty key, value over 1 MiB...): nothing was sent. */
+export class InvalidRequestError extends Error {
+  override name = "InvalidRequestError";
+}
+
+function rejectInvalid(key: string, value?: string): void {
+  const problem = invalidRequest(key, value);
+  if (problem) throw new InvalidRequestError(problem);
 }
 
 type Method = "Put" | "Get" | "DirectGet";
@@ -59,6 +69,7 @@ export class KvsClient {
   }
 
   put(key: string, value: string, sequence?: number): Promise<KvsReply> {
+    rejectInvalid(key, value);
     const seq = sequence ?? ++this.#sequence;
     const request = this.#followLeader
       ? { key, value, clientId: this.clientId, sequence: seq }
@@ -67,11 +78,13 @@ export class KvsClient {
   }
 
   get(key: string): Promise<KvsReply> {
+    rejectInvalid(key);
     return this.#call("Get", { key });
   }
 
   /** Reads one server's local store, bypassing Raft (the first address, or `address`). */
   directGet(key: string, address?: string): Promise<KvsReply> {
+    rejectInvalid(key);
     return this.#once(address ?? this.#addresses[0]!, "DirectGet", { key }, Date.now() + this.#timeoutMs);
   }
 

@@ -9,7 +9,7 @@ import type { Logger } from "../logger";
 import { NotLeaderError } from "../node/errors";
 import type { RaftNode } from "../node/raft-node";
 import type { KvStateMachine } from "../storage/kv-state-machine";
-import { codecs, type GetRequest, type KvsReply, KvsStatus, kvsService, MAX_KEY_BYTES, MAX_VALUE_BYTES, type PutRequest } from "../wire/proto";
+import { codecs, type GetRequest, invalidRequest, type KvsReply, KvsStatus, kvsService, type PutRequest } from "../wire/proto";
 import { bind } from "../transport/grpc-transport";
 import { GRPC_CHANNEL_OPTIONS } from "../wire/channel-options";
 
@@ -43,12 +43,6 @@ export async function startKvsService(options: {
     return reply(KvsStatus.ERROR, { error: message, leaderHint: node.leaderHint });
   };
 
-  const invalidKey = (key: string): string | null => {
-    if (key.length === 0) return "key must not be empty";
-    if (Buffer.byteLength(key) > MAX_KEY_BYTES) return `key is over ${MAX_KEY_BYTES} bytes`;
-    return null;
-  };
-
   const timeoutOf = (call: grpc.ServerUnaryCall<unknown, unknown>): number => {
     const deadline = call.getDeadline();
     const at = deadline instanceof Date ? deadline.getTime() : Number(deadline);
@@ -60,9 +54,7 @@ export async function startKvsService(options: {
   server.addService(kvsService, {
     Put: (call: grpc.ServerUnaryCall<PutRequest, KvsReply>, callback: Callback) => {
       const { key, value, clientId, sequence } = call.request;
-      const problem =
-        invalidKey(key) ??
-        (Buffer.byteLength(value) > MAX_VALUE_BYTES ? `value is over ${MAX_VALUE_BYTES} bytes (1 MiB)` : null);
+      const problem = invalidRequest(key, value);
       if (problem) return callback(null, reply(KvsStatus.ERROR, { error: problem }));
       if (!node.isLeader) return callback(null, failure(new NotLeaderError(node.leaderHint)));
       const command = codecs.command.encode({ key, value, clientId, sequence });
@@ -73,7 +65,7 @@ export async function startKvsService(options: {
     },
     Get: (call: grpc.ServerUnaryCall<GetRequest, KvsReply>, callback: Callback) => {
       const { key } = call.request;
-      const problem = invalidKey(key);
+      const problem = invalidRequest(key);
       if (problem) return callback(null, reply(KvsStatus.ERROR, { error: problem }));
       if (!node.isLeader) return callback(null, failure(new NotLeaderError(node.leaderHint)));
       node
@@ -86,7 +78,7 @@ export async function startKvsService(options: {
     },
     DirectGet: (call: grpc.ServerUnaryCall<GetRequest, KvsReply>, callback: Callback) => {
       const { key } = call.request;
-      const problem = invalidKey(key);
+      const problem = invalidRequest(key);
       if (problem) return callback(null, reply(KvsStatus.ERROR, { error: problem }));
       stateMachine.get(key).then(
         (value) => callback(null, value === undefined ? reply(KvsStatus.NO_KEY) : reply(KvsStatus.OK, { value })),

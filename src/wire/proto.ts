@@ -144,3 +144,13 @@ export const MAX_VALUE_BYTES = 1024 * 1024;
 export const MAX_KEY_BYTES = 64 * 1024;
 /** gRPC's 4 MiB default is too small for a catch-up batch carrying a few 1 MiB values. */
 export const MAX_GRPC_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** Why a key (and value, for a write) cannot be stored, or null when they can. */
+export function invalidRequest(key: string, value?: string): string | null {
+  if (key.length === 0) return "the key must not be empty";
+  if (Buffer.byteLength(key) > MAX_KEY_BYTES) return `the key is over ${MAX_KEY_BYTES} bytes`;
+  if (value !== undefined && Buffer.byteLength(value) > MAX_VALUE_BYTES) {
+    return `the value is over ${MAX_VALUE_BYTES} bytes (1 MiB)`;
+  }
+  return null;
+}
