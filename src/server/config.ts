@@ -28,7 +28,7 @@ Options:
       --host <addr>        address to bind both ports on (default 127.0.0.1)
       --log-level <level>  debug, info, warn, error or silent (default warn)
       --tick-ms <ms>       length of one Raft tick (default 50)
-      --election-ticks <n> base election timeout in ticks; each wait is 1-2x this (default 8)
+      --election-ticks <n> base election timeout in ticks; each wait is 1-2x this (default 6)
       --heartbeat-ticks <n> ticks between leader heartbeats (default 1)
   -h, --help               show this help
 
@@ -116,7 +116,7 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${logLevel}"`);
   }
-  const electionTicks = parsePositive(args["--election-ticks"], 8, "--election-ticks");
+  const electionTicks = parsePositive(args["--election-ticks"], 6, "--election-ticks");
   const heartbeatTicks = parsePositive(args["--heartbeat-ticks"], 1, "--heartbeat-ticks");
   if (heartbeatTicks >= electionTicks) throw new UsageError("--heartbeat-ticks must be below --election-ticks");
 
