@@ -154,6 +154,8 @@ export class RaftNode {
           this.#proposals.delete(placed.index);
           reject(new RequestTimeoutError(`write not committed within ${timeoutMs} ms`));
         }, timeoutMs);
+        // An older proposal at the same index (from an earlier term of ours) was overwritten.
+        this.#proposals.get(placed.index)?.reject(new ProposalDroppedError("leadership changed before the write committed"));
         this.#proposals.set(placed.index, {
           term: placed.term,
           resolve: (result) => {
