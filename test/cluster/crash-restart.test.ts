@@ -133,6 +133,31 @@ describe("crashes and restarts", () => {
     }
   });
 
+  test("a server whose peers are all down still starts, serves DIRECT_GET and refuses the rest", async () => {
+    requireBuild();
+    cluster = await TestCluster.create({ size: 3 });
+    cluster.start(1);
+    const port = cluster.clientPorts[1]!;
+    const direct = await waitFor(
+      "server 1 to serve",
+      async () => {
+        const result = await clt(["-p", port, "-o", "DIRECT_GET", "-k", "x"]);
+        return result.code === 4 ? undefined : result;
+      },
+      3000,
+    );
+    expect(direct.code).toBe(3); // served from its (empty) local store
+    // Several election timeouts later it still has no leader and says so quickly.
+    await Bun.sleep(1000);
+    for (const op of ["GET", "PUT"]) {
+      const started = Date.now();
+      const result = await clt(["-p", port, "-o", op, "-k", "x", "-v", "1", "--timeout", "3000"]);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain("not the leader");
+      expect(Date.now() - started).toBeLessThan(3000);
+    }
+  });
+
   test("SIGTERM stops a server promptly and frees its ports", async () => {
     requireBuild();
     cluster = await TestCluster.create({ size: 3 });
