@@ -260,10 +260,19 @@ export class RaftNode {
   }
 
   async #handleReady(ready: Ready): Promise<void> {
+    // A leader's AppendEntries may leave before its own copy is durable (thesis §10.2.1): the
+    // leader counts itself toward a majority only after the write below (see advance()), and
+    // sending overlaps its fsync with the followers'. Not when the term or vote changed in this
+    // batch: those must be durable before anything of the new term leaves.
+    const sendEarly = ready.hardState === null && this.#core.role === "leader";
+    if (sendEarly) {
+      for (const message of ready.messages) if (message.type === "AppendEntries") this.#transport.send(message);
+    }
     // 1. Durability first: nothing may promise what the disk does not hold yet.
     await this.#storage.persist(ready);
     // 2. Messages.
     for (const message of ready.messages) {
+      if (sendEarly && message.type === "AppendEntries") continue;
       if (message.rpcId !== undefined) {
         const respond = this.#pendingRpcs.get(message.rpcId);
         this.#pendingRpcs.delete(message.rpcId);
