@@ -30,7 +30,7 @@ import {
 
 const DEFAULT_MAX_ENTRIES_PER_APPEND = 4096;
 const DEFAULT_MAX_BYTES_PER_APPEND = 2 * 1024 * 1024;
-const DEFAULT_MAX_INFLIGHT_APPENDS = 8;
+const DEFAULT_MAX_INFLIGHT_APPENDS = 2;
 
 /** What the leader knows of one follower's log (thesis §3.5 / etcd's "progress"). */
 interface Progress {
@@ -93,6 +93,9 @@ export class RaftCore {
   #progress = new Map<NodeId, Progress>();
   #appendsPending = false;
   #readRound = 0;
+  /** The highest round a quorum has acknowledged. Invariant: <= #readRound. */
+  #confirmedReadRound = 0;
+  /** Reads are waiting for round #readRound + 1. */
   #readRoundRequested = false;
   #pendingReads: PendingRead[] = [];
   /** Reads that arrived before this leader committed an entry of its term (thesis §6.4 step 1). */
@@ -258,14 +261,14 @@ export class RaftCore {
       this.#readStates.length > 0 ||
       this.#log.persistedIndex < this.#log.lastIndex ||
       this.#commitIndex > this.#handedOutIndex ||
-      (this.#role === "leader" && (this.#appendsPending || this.#readRoundRequested))
+      (this.#role === "leader" && (this.#appendsPending || this.#canStartReadRound()))
     );
   }
 
   /** Collects the effects accumulated since the last call. See `Ready` for how to handle them. */
   ready(): Ready {
     if (this.#role === "leader") {
-      if (this.#readRoundRequested) {
+      if (this.#canStartReadRound()) {
         // Every read registered so far waits for this round; it starts now, after they arrived.
         this.#readRound++;
         this.#readRoundRequested = false;
@@ -341,6 +344,7 @@ export class RaftCore {
     this.#heartbeatElapsed = 0;
     this.#electionElapsed = 0;
     this.#readRound = 0;
+    this.#confirmedReadRound = 0;
     this.#readRoundRequested = false;
     this.#progress.clear();
     for (const peer of this.#peers) {
@@ -715,12 +719,23 @@ export class RaftCore {
     if (this.#peers.length === 0) this.#releaseConfirmedReads();
   }
 
+  /**
+   * One round at a time: reads that arrive while a round is unconfirmed wait for the next one,
+   * which starts as soon as the current one is confirmed. Under load, that makes one round of
+   * heartbeats serve every read that arrived during the previous round trip. (A lost round is
+   * not stuck: every periodic heartbeat carries the current round too.)
+   */
+  #canStartReadRound(): boolean {
+    return this.#readRoundRequested && this.#confirmedReadRound >= this.#readRound;
+  }
+
   #releaseConfirmedReads(): void {
     // The highest round that a quorum (counting ourselves, at the current round) acknowledged.
     const rounds = [this.#readRound + (this.#peers.length === 0 ? 1 : 0)];
     for (const progress of this.#progress.values()) rounds.push(progress.ackedReadRound);
     rounds.sort((a, b) => b - a);
     const confirmed = rounds[this.#quorumSize() - 1]!;
+    this.#confirmedReadRound = Math.max(this.#confirmedReadRound, Math.min(confirmed, this.#readRound));
     let released = 0;
     while (released < this.#pendingReads.length && this.#pendingReads[released]!.round <= confirmed) {
       const read = this.#pendingReads[released]!;
