@@ -8,6 +8,7 @@
  */
 import { describe, test, expect } from "bun:test";
 import { checkLinearizable, type Operation } from "./support/linearizability.ts";
+import { seededRandom } from "./support/random.ts";
 
 // --- history builders -------------------------------------------------------
 
@@ -218,17 +219,7 @@ describe("search budget", () => {
 
 // --- randomized histories from a real sequential execution ------------------
 
-/** mulberry32: a tiny seeded PRNG so failures are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = seededRandom;
 
 type SimulationOptions = { ops: number; keys: number; clients: number; unknownRate: number };
 

@@ -5,18 +5,9 @@
  */
 import { RaftCore } from "../../src/raft/core";
 import type { Entry, HardState, Message, NodeId, Ready } from "../../src/raft/types";
+import { seededRandom } from "../support/random";
 
-/** mulberry32: a tiny seeded PRNG, good enough to drive a simulation reproducibly. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** What a server keeps across a crash: exactly what its Ready handling made durable. */
 interface Disk {
