@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   try {
     config = parseServerArgs(process.argv.slice(2));
   } catch (error) {
-    if (error instanceof UsageError) fail(EXIT_USAGE, `${error.message}\n\n${SERVER_USAGE}`);
+    if (error instanceof UsageError) fail(EXIT_USAGE, `${error.message} (see svr --help)`);
     throw error;
   }
   if (config === null) {

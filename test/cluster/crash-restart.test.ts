@@ -158,6 +158,23 @@ describe("crashes and restarts", () => {
     }
   });
 
+  test("a leader that cannot reach a majority answers within the client's timeout, with an error", async () => {
+    requireBuild();
+    cluster = await TestCluster.create({ size: 3, leader: 0 });
+    cluster.startAll();
+    const port = cluster.clientPorts[0]!;
+    await waitFor("server 0 to lead", async () => (await clt(["-p", port, "-o", "GET", "-k", "x"])).code === 3, 5000);
+    await Promise.all([cluster.kill(1, "SIGKILL"), cluster.kill(2, "SIGKILL")]);
+    for (const op of ["PUT", "GET"]) {
+      const started = Date.now();
+      const result = await clt(["-p", port, "-o", op, "-k", "x", "-v", "1", "--timeout", "1500"]);
+      // Still leader and waiting (4: timeout), or already stepped down (2): never a hang or OK.
+      expect([2, 4]).toContain(result.code);
+      expect(result.stderr.trim()).not.toBe("");
+      expect(Date.now() - started).toBeLessThan(2500);
+    }
+  });
+
   test("SIGTERM stops a server promptly and frees its ports", async () => {
     requireBuild();
     cluster = await TestCluster.create({ size: 3 });

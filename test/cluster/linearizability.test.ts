@@ -122,8 +122,8 @@ class ProxiedCluster {
   readonly output = new ServerOutput();
   readonly #paused = new Set<number>();
   readonly #clients: KvsClient[] = [];
-  /** One-server clients reused by the polling helpers, by purpose and server. */
-  readonly #pollers = new Map<string, KvsClient>();
+  /** One-server clients handed out again and again, by purpose, server and timeout. */
+  readonly #reusable = new Map<string, KvsClient>();
 
   private constructor(cluster: TestCluster, network: LinkNetwork) {
     this.cluster = cluster;
@@ -188,10 +188,18 @@ class ProxiedCluster {
     return client;
   }
 
-  /** A client of one server, which answers as that server does (NOT_LEADER included). */
-  serverClient(id: number, timeoutMs: number): KvsClient {
+  /**
+   * A client of one server, which answers as that server does (NOT_LEADER included). With a
+   * `purpose`, the client is kept and handed out again (for loops that would otherwise open a
+   * connection per request).
+   */
+  serverClient(id: number, timeoutMs: number, purpose?: string): KvsClient {
+    const cacheKey = purpose === undefined ? undefined : `${purpose}/${id}/${timeoutMs}`;
+    const cached = cacheKey === undefined ? undefined : this.#reusable.get(cacheKey);
+    if (cached) return cached;
     const client = new KvsClient([this.cluster.clientAddress(id)], { timeoutMs, followLeader: false });
-    this.#clients.push(client);
+    if (cacheKey === undefined) this.#clients.push(client);
+    else this.#reusable.set(cacheKey, client);
     return client;
   }
 
@@ -204,7 +212,7 @@ class ProxiedCluster {
       among.map(async (id) => {
         if (!this.isAnswering(id)) return null;
         try {
-          return (await this.#poller(id, timeoutMs).get(PROBE_KEY)).status;
+          return (await this.serverClient(id, timeoutMs, "probe").get(PROBE_KEY)).status;
         } catch {
           return null;
         }
@@ -246,7 +254,7 @@ class ProxiedCluster {
   async localValues(key: string): Promise<(string | null)[]> {
     return Promise.all(
       this.ids.map(async (id) => {
-        const reply = await this.#poller(id, 2000).directGet(key);
+        const reply = await this.serverClient(id, 2000, "local").directGet(key);
         if (reply.status === KvsStatus.OK) return reply.value;
         if (reply.status === KvsStatus.NO_KEY) return null;
         throw new Error(`DIRECT_GET ${key} on server ${id}: ${reply.error}`);
@@ -254,20 +262,10 @@ class ProxiedCluster {
     );
   }
 
-  #poller(id: number, timeoutMs: number): KvsClient {
-    const purpose = `${id}/${timeoutMs}`;
-    let client = this.#pollers.get(purpose);
-    if (!client) {
-      client = new KvsClient([this.cluster.clientAddress(id)], { timeoutMs, followLeader: false });
-      this.#pollers.set(purpose, client);
-    }
-    return client;
-  }
-
   async stop(): Promise<void> {
-    for (const client of [...this.#clients, ...this.#pollers.values()]) client.close();
+    for (const client of [...this.#clients, ...this.#reusable.values()]) client.close();
     this.#clients.length = 0;
-    this.#pollers.clear();
+    this.#reusable.clear();
     await this.cluster.stop();
     await this.network.close();
   }
@@ -311,6 +309,8 @@ interface ActiveFault {
   description: string;
   /** Servers crashed or paused by this fault. */
   servers: number[];
+  /** Servers to read from the moment the fault is undone (a resumed or reconnected ex-leader may serve stale reads). */
+  probeOnUndo: number[];
   /** Whether it changed the network (only one network fault at a time: heal() undoes it). */
   network: boolean;
   undo(): Promise<void>;
@@ -319,19 +319,25 @@ interface ActiveFault {
 /**
  * Seeded fault injector. Each step either undoes the oldest active fault or injects a new one,
  * so faults overlap (a partition during a crash) but none lasts: a fault stays at most a few
- * steps of 0.2-1.5 s, and `undoAll` puts everything back.
+ * steps of 0.2-1.5 s, and `undoAll` puts everything back. The moment a fault is undone it reads
+ * every key from the servers it affected, straight from them, and records those reads too: that
+ * is when a paused or cut-off ex-leader may still believe it leads.
  */
 class Nemesis {
   readonly injected = new Map<string, number>();
   readonly timeline: string[] = [];
   readonly #cluster: ProxiedCluster;
   readonly #random: () => number;
+  readonly #history: Operation[];
   readonly #startedAt = performance.now();
   #active: ActiveFault[] = [];
+  /** History client numbers for the probe reads (each read is its own client: they run in parallel). */
+  #nextProbeClient = 1000;
 
-  constructor(cluster: ProxiedCluster, random: () => number) {
+  constructor(cluster: ProxiedCluster, random: () => number, history: Operation[]) {
     this.#cluster = cluster;
     this.#random = random;
+    this.#history = history;
   }
 
   get totalInjected(): number {
@@ -392,13 +398,20 @@ class Nemesis {
         const role = victim === leader ? " (leader)" : "";
         if (kind === "pause") {
           cluster.pause(victim);
-          return { description: `pause ${victim}${role}`, servers: [victim], network: false, undo: async () => cluster.resume(victim) };
+          return {
+            description: `pause ${victim}${role}`,
+            servers: [victim],
+            probeOnUndo: [victim],
+            network: false,
+            undo: async () => cluster.resume(victim),
+          };
         }
         const signal = this.#random() < 0.5 ? "SIGKILL" : "SIGTERM";
         await cluster.kill(victim, signal);
         return {
           description: `${signal} ${victim}${role}`,
           servers: [victim],
+          probeOnUndo: [],
           network: false,
           undo: async () => cluster.start(victim),
         };
@@ -461,13 +474,24 @@ class Nemesis {
   }
 
   #networkFault(description: string): ActiveFault {
-    return { description, servers: [], network: true, undo: async () => this.#cluster.network.heal() };
+    const cluster = this.#cluster;
+    return { description, servers: [], probeOnUndo: cluster.ids, network: true, undo: async () => cluster.network.heal() };
   }
 
   async #undo(fault: ActiveFault): Promise<void> {
     this.#active = this.#active.filter((active) => active !== fault);
     await fault.undo();
     this.#note(`- ${fault.description}`);
+    const cluster = this.#cluster;
+    await Promise.all(
+      fault.probeOnUndo
+        .filter((id) => cluster.isAnswering(id))
+        .flatMap((id) =>
+          KEYS.map((key) =>
+            recordedGet(this.#history, this.#nextProbeClient++, cluster.serverClient(id, 1000, "nemesis"), key),
+          ),
+        ),
+    );
   }
 
   async #currentLeader(): Promise<number | undefined> {
@@ -502,10 +526,41 @@ class Nemesis {
   }
 }
 
+/** Records a PUT: acknowledged, or of unknown outcome (ret Infinity) on any failure. */
+async function recordedPut(history: Operation[], clientIndex: number, client: KvsClient, key: string, value: string): Promise<void> {
+  const call = performance.now();
+  let acknowledged = false;
+  try {
+    acknowledged = (await client.put(key, value)).status === KvsStatus.OK;
+  } catch (error) {
+    if (!(error instanceof ClientError)) throw error;
+  }
+  const ret = performance.now();
+  history.push({ client: clientIndex, kind: "put", key, value, call, ret: acknowledged ? ret : Infinity, ok: acknowledged });
+}
+
+/**
+ * Records a GET. Only OK and NO_KEY are answers; NOT_LEADER, ERROR and timeouts are kept as
+ * failed reads, which the checker drops.
+ */
+async function recordedGet(history: Operation[], clientIndex: number, client: KvsClient, key: string): Promise<void> {
+  const call = performance.now();
+  let output: string | null | undefined;
+  try {
+    const reply = await client.get(key);
+    if (reply.status === KvsStatus.OK) output = reply.value;
+    else if (reply.status === KvsStatus.NO_KEY) output = null;
+  } catch (error) {
+    if (!(error instanceof ClientError)) throw error;
+  }
+  const ret = performance.now();
+  if (output === undefined) history.push({ client: clientIndex, kind: "get", key, call, ret: Infinity, ok: false });
+  else history.push({ client: clientIndex, kind: "get", key, output, call, ret, ok: true });
+}
+
 /**
  * One client's workload: PUTs of values unique in the whole test, and GETs, on random keys,
- * back to back until `deadline`. Every operation goes into `history`; a PUT without an OK has an
- * unknown outcome (ret Infinity), a GET without an answer is kept as failed (the checker drops it).
+ * back to back until `deadline`.
  */
 async function runClient(
   clientIndex: number,
@@ -517,31 +572,31 @@ async function runClient(
   let written = 0;
   while (performance.now() < deadline) {
     const key = KEYS[Math.floor(random() * KEYS.length)]!;
-    if (random() < 0.5) {
-      const value = `c${clientIndex}-${++written}`;
-      const call = performance.now();
-      let acknowledged = false;
-      try {
-        acknowledged = (await client.put(key, value)).status === KvsStatus.OK;
-      } catch (error) {
-        if (!(error instanceof ClientError)) throw error;
-      }
-      const ret = performance.now();
-      history.push({ client: clientIndex, kind: "put", key, value, call, ret: acknowledged ? ret : Infinity, ok: acknowledged });
-    } else {
-      const call = performance.now();
-      let output: string | null | undefined;
-      try {
-        const reply = await client.get(key);
-        if (reply.status === KvsStatus.OK) output = reply.value;
-        else if (reply.status === KvsStatus.NO_KEY) output = null;
-      } catch (error) {
-        if (!(error instanceof ClientError)) throw error;
-      }
-      const ret = performance.now();
-      if (output === undefined) history.push({ client: clientIndex, kind: "get", key, call, ret: Infinity, ok: false });
-      else history.push({ client: clientIndex, kind: "get", key, output, call, ret, ok: true });
+    if (random() < 0.5) await recordedPut(history, clientIndex, client, key, `c${clientIndex}-${++written}`);
+    else await recordedGet(history, clientIndex, client, key);
+  }
+}
+
+/**
+ * A reader that asks a random server each time instead of following the leader. Clients that
+ * follow the leader rarely talk to a deposed one; this one does, so a server that answers a GET
+ * while it no longer leads (a stale read) gets caught.
+ */
+async function runRoamingReader(
+  clientIndex: number,
+  cluster: ProxiedCluster,
+  random: () => number,
+  deadline: number,
+  history: Operation[],
+): Promise<void> {
+  while (performance.now() < deadline) {
+    const server = Math.floor(random() * cluster.size);
+    const key = KEYS[Math.floor(random() * KEYS.length)]!;
+    if (!cluster.isAnswering(server)) {
+      await Bun.sleep(10);
+      continue;
     }
+    await recordedGet(history, clientIndex, cluster.serverClient(server, 1000, "roaming"), key);
   }
 }
 
@@ -556,7 +611,7 @@ describe("linearizability under faults", () => {
       await cluster.waitForLeader(10_000);
 
       const history: Operation[] = [];
-      const nemesis = new Nemesis(cluster, seededRandom(Math.floor(random() * 2 ** 31)));
+      const nemesis = new Nemesis(cluster, seededRandom(Math.floor(random() * 2 ** 31)), history);
       const clients = Array.from({ length: CLIENT_COUNT }, () => cluster.clusterClient(FAULT_CLIENT_TIMEOUT_MS));
       const deadline = performance.now() + FAULT_SECONDS * 1000;
       try {
@@ -565,6 +620,7 @@ describe("linearizability under faults", () => {
           ...clients.map((client, index) =>
             runClient(index, client, seededRandom(Math.floor(random() * 2 ** 31)), deadline, history),
           ),
+          runRoamingReader(CLIENT_COUNT, cluster, seededRandom(Math.floor(random() * 2 ** 31)), deadline, history),
         ]);
       } finally {
         console.log(`fault timeline (seed ${FAULT_SEED}):\n  ${nemesis.timeline.join("\n  ")}`);
@@ -573,7 +629,7 @@ describe("linearizability under faults", () => {
       // Everything is back (nemesis.run undid every fault). Final reads, recorded as one more
       // client, until every server's local copy matches what a linearizable GET returns.
       const checker = cluster.clusterClient(5000);
-      const finalClient = CLIENT_COUNT;
+      const finalClient = CLIENT_COUNT + 1;
       await cluster.waitForLeader(20_000);
       const converged = await waitFor(
         "every server to hold what a linearizable GET returns, for every key",
