@@ -16,7 +16,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { ClientError, type KvsReply, KvsClient, KvsStatus } from "../../src/client/client";
-import { seededRandom } from "../raft/sim";
+import { seededRandom } from "../support/random";
 import { clt, requireBuild, TestCluster, waitFor } from "../support/cluster";
 import { checkLinearizable, type Operation } from "../support/linearizability";
 import { type CutMode, LinkNetwork } from "../support/proxy";
@@ -298,6 +298,7 @@ async function replyOrClientError(call: Promise<KvsReply>): Promise<KvsReply | s
 
 const FAULT_SECONDS = Number(process.env.FAULT_SECONDS ?? 30);
 const FAULT_SEED = process.env.FAULT_SEED ? Number(process.env.FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
+/** Clients that follow the leader; one more client, the roaming reader, asks random servers. */
 const CLIENT_COUNT = 4;
 const KEYS = ["apple", "banana", "cherry", "damson"];
 /** Short, so a client stuck on a dead leader gives up (and records an unknown outcome) quickly. */
@@ -652,16 +653,19 @@ describe("linearizability under faults", () => {
       expect(cluster.unexpectedExits()).toEqual([]);
 
       const puts = history.filter((op) => op.kind === "put");
-      const gets = history.filter((op) => op.kind === "get");
+      const leaderReads = history.filter((op) => op.kind === "get" && op.client !== CLIENT_COUNT && op.client < 1000);
+      const directReads = history.filter((op) => op.kind === "get" && (op.client === CLIENT_COUNT || op.client >= 1000));
       const checkStarted = performance.now();
       const result = checkLinearizable(history);
       const checkMs = Math.round(performance.now() - checkStarted);
       const elections = cluster.output.roleChanges().filter((change) => change.role === "leader").length;
       console.log(
         [
-          `seed ${FAULT_SEED}: ${history.length} ops (${puts.filter((op) => op.ok).length} PUTs acknowledged, ` +
-            `${puts.filter((op) => !op.ok).length} unknown; ${gets.filter((op) => op.ok).length} GETs answered, ` +
-            `${gets.filter((op) => !op.ok).length} failed)`,
+          `seed ${FAULT_SEED}: ${history.length} ops recorded`,
+          `  PUTs: ${puts.filter((op) => op.ok).length} acknowledged, ${puts.filter((op) => !op.ok).length} of unknown outcome`,
+          `  GETs through the leader: ${leaderReads.filter((op) => op.ok).length} answered, ${leaderReads.filter((op) => !op.ok).length} timed out`,
+          `  GETs straight to one server (roaming reader, probes after each undone fault): ` +
+            `${directReads.filter((op) => op.ok).length} answered, ${directReads.filter((op) => !op.ok).length} refused or timed out`,
           `faults injected: ${nemesis.totalInjected} (${[...nemesis.injected].map(([kind, n]) => `${kind} ${n}`).join(", ")})`,
           `leaders elected: ${elections}, highest term ${cluster.output.maxTerm()}`,
           `checker: ${JSON.stringify(result.linearizable)}${result.linearizable === true ? `, ${result.checkedOps} ops checked` : ""} in ${checkMs} ms`,
