@@ -23,14 +23,24 @@ stop() {
   pids=()
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'echo; echo "stopping the cluster"; exit 0' INT TERM
 
 for id in "${!clients[@]}"; do
   (cd "$DATA_ROOT" && exec "$BIN/svr" -r "$RAFT_PORTS" -i "$id" -p "${clients[$id]}" --log-level info \
     2>>"$DATA_ROOT/server-$id.log") &
   pids+=($!)
 done
-echo "started ${#clients[@]} servers (logs and data in $DATA_ROOT)"
+# A server that cannot start (port taken, data directory in use by a cluster already running)
+# exits at once: say so instead of carrying on against whatever else answers on those ports.
+sleep 0.5
+for id in "${!pids[@]}"; do
+  if ! kill -0 "${pids[$id]}" 2>/dev/null; then
+    echo "server $id did not start:" >&2
+    tail -n 3 "$DATA_ROOT/server-$id.log" >&2
+    exit 1
+  fi
+done
+echo "started ${#clients[@]} servers, pids ${pids[*]} (logs and data in $DATA_ROOT)"
 
 # Scripts find the leader with a GET of a missing key: the leader exits 3, followers exit 2.
 leader=""
@@ -59,6 +69,7 @@ The cluster is running. In another terminal, for example:
   $BIN/clt -p $leader -o PUT -k mykey -v myvalue
   $BIN/clt -p $leader -o GET -k mykey
   $BIN/clt -s $CLIENT_PORTS -o GET -k mykey     # finds the leader by itself
-Kill the leader (kill <pid>) and watch another take over. Ctrl-C stops the cluster.
+Kill the leader (kill <pid>; pids ${pids[*]} are servers 0..${#pids[@]}-1) and watch another
+take over. Ctrl-C stops the cluster.
 MSG
 wait

@@ -2,9 +2,9 @@
  * `clt`: the raftkv command-line client. See `clt --help` for the contract; the exit codes are
  * relied on by scripts (exit 2 from a follower is how they find the leader).
  */
-import arg from "arg";
 import { ClientError, KvsClient, KvsStatus } from "../client/client";
 import { invalidRequest } from "../wire/proto";
+import { parseArgs } from "./parse-args";
 
 const EXIT = { ok: 0, usage: 1, notLeader: 2, noKey: 3, serverError: 4 } as const;
 
@@ -15,8 +15,10 @@ Talks to one raftkv server (or, with --servers, to a cluster).
   -p, --port <port>       the server's client port
   -o, --op <op>           GET (linearizable, leader only), PUT (leader only), or DIRECT_GET
                           (this server's local copy, no consensus, may be stale)
-  -k, --key <key>         the key (UTF-8, not empty)
+  -k, --key <key>         the key (UTF-8, not empty, up to 64 KiB)
   -v, --value <value>     the value for PUT (UTF-8, up to 1 MiB); accepted and ignored otherwise
+      --value-file <path> read the PUT value from a file ("-" for standard input): Linux
+                          limits one command-line argument to 128 KiB
       --host <host>       the server's host (default 127.0.0.1)
   -s, --servers <list>    comma-separated ports or host:port of several servers: find the leader,
                           follow redirects and retry until the timeout (PUT is applied once)
@@ -25,7 +27,7 @@ Talks to one raftkv server (or, with --servers, to a cluster).
 
 GET and DIRECT_GET print the value on stdout.
 Exit status: 0 ok, 1 bad arguments, 2 server is not the leader, 3 no such key,
-4 server error, unreachable server or timeout.`;
+4 server error, unreachable server or timeout. (1 also when the output cannot be written.)`;
 
 function exit(code: number, message?: string): never {
   if (message) process.stderr.write(`clt: ${message}\n`);
@@ -42,29 +44,39 @@ function toAddress(item: string, host: string): string {
   exit(EXIT.usage, `"${item}" is not a port or host:port`);
 }
 
-/**
- * Keys and values may begin with "-" ("-v -1" is a fine PUT), which `arg` would take for an
- * option: glue the word after -k/-v to its flag ("--value=-1") before parsing.
- */
-function glueKeyAndValue(argv: string[]): string[] {
-  const glued: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const flag = { "-k": "--key", "--key": "--key", "-v": "--value", "--value": "--value" }[argv[i]!];
-    if (flag && i + 1 < argv.length) glued.push(`${flag}=${argv[++i]}`);
-    else glued.push(argv[i]!);
+/** `--value-file`: the whole file (or standard input for "-") as UTF-8, for values too long for argv. */
+async function readValueFile(path: string): Promise<string> {
+  try {
+    return path === "-" ? await new Response(Bun.stdin.stream()).text() : await Bun.file(path).text();
+  } catch (error) {
+    exit(EXIT.usage, `cannot read --value-file ${path}: ${(error as Error).message}`);
   }
-  return glued;
+}
+
+/**
+ * Writes all of `text` to stdout before we exit: process.exit() right after a write to a slow
+ * pipe would cut the value short, and a value cut short with exit 0 is a lie.
+ */
+async function writeOut(text: string): Promise<void> {
+  try {
+    await new Promise<void>((resolve, reject) =>
+      process.stdout.write(text, (error) => (error ? reject(error) : resolve())),
+    );
+  } catch (error) {
+    exit(EXIT.usage, `cannot write the value to standard output: ${(error as Error).message}`);
+  }
 }
 
 async function main(): Promise<never> {
   let args;
   try {
-    args = arg(
+    args = parseArgs(
       {
         "--port": String,
         "--op": String,
         "--key": String,
         "--value": String,
+        "--value-file": String,
         "--host": String,
         "--servers": String,
         "--timeout": String,
@@ -77,7 +89,7 @@ async function main(): Promise<never> {
         "-t": "--timeout",
         "-h": "--help",
       },
-      { argv: glueKeyAndValue(process.argv.slice(2)) },
+      process.argv.slice(2),
     );
   } catch (error) {
     exit(EXIT.usage, `${(error as Error).message} (see clt --help)`);
@@ -94,8 +106,13 @@ async function main(): Promise<never> {
   }
   const key = args["--key"];
   if (key === undefined) exit(EXIT.usage, "missing -k <key>");
-  const value = args["--value"];
-  if (op === "PUT" && value === undefined) exit(EXIT.usage, "PUT needs -v <value>");
+  let value = args["--value"];
+  const valueFile = args["--value-file"];
+  if (valueFile !== undefined) {
+    if (value !== undefined) exit(EXIT.usage, "give -v or --value-file, not both");
+    value = await readValueFile(valueFile);
+  }
+  if (op === "PUT" && value === undefined) exit(EXIT.usage, "PUT needs -v <value> (or --value-file <path>)");
   const problem = invalidRequest(key, value);
   if (problem) exit(EXIT.usage, problem);
   const timeoutText = args["--timeout"] ?? "5000";
@@ -125,12 +142,15 @@ async function main(): Promise<never> {
           : await client.directGet(key);
     switch (reply.status) {
       case KvsStatus.OK:
-        if (op !== "PUT") process.stdout.write(`${reply.value}\n`);
+        if (op !== "PUT") await writeOut(`${reply.value}\n`);
         exit(EXIT.ok);
       case KvsStatus.NO_KEY:
         exit(EXIT.noKey, `no such key: ${key}`);
       case KvsStatus.NOT_LEADER:
-        exit(EXIT.notLeader, `not the leader${reply.leaderHint ? `; the leader is at ${reply.leaderHint}` : ""}`);
+        exit(
+          EXIT.notLeader,
+          reply.leaderHint ? `not the leader; the leader is at ${reply.leaderHint}` : "not the leader (no leader known)",
+        );
       default:
         exit(EXIT.serverError, `server error: ${reply.error || "unknown"}`);
     }

@@ -2,11 +2,12 @@
  * `svr`: one raftkv server. argv -> config -> open the store -> start Raft and the client
  * service; SIGTERM/SIGINT stop it cleanly. See `svr --help`.
  */
+import * as grpc from "@grpc/grpc-js";
 import { mkdirSync } from "node:fs";
 import { Logger } from "../logger";
 import { RaftNode } from "../node/raft-node";
 import { startKvsService } from "../server/kvs-service";
-import { parseServerArgs, SERVER_USAGE, type ServerConfig, UsageError } from "../server/config";
+import { parseServerArgs, SERVER_USAGE, type ServerConfig, UsageError } from "./server-config";
 import { KvStateMachine } from "../storage/kv-state-machine";
 import { RaftStorage } from "../storage/raft-storage";
 import { Rocks } from "../storage/rocks";
@@ -21,7 +22,11 @@ function fail(code: number, message: string): never {
 }
 
 async function openStore(config: ServerConfig): Promise<Rocks> {
-  mkdirSync(config.dataDir, { recursive: true });
+  try {
+    mkdirSync(config.dataDir, { recursive: true });
+  } catch (error) {
+    fail(EXIT_FATAL, `cannot create data directory ${config.dataDir}: ${(error as Error).message}`);
+  }
   let db: Rocks;
   try {
     db = await Rocks.open(config.dataDir);
@@ -55,11 +60,13 @@ async function main(): Promise<void> {
     return;
   }
   const logger = new Logger(config.logLevel, { node: config.id });
+  // grpc-js writes its own errors to stderr; route them to our log at debug level, so that a
+  // failure is reported once, by us, in our words.
+  grpc.setLogger({ error: (...parts: unknown[]) => logger.debug("grpc", { message: parts.join(" ") }) });
+  grpc.setLogVerbosity(logger.enabled("debug") ? grpc.logVerbosity.DEBUG : grpc.logVerbosity.ERROR);
   const db = await openStore(config);
   const storage = new RaftStorage(db);
   const stateMachine = new KvStateMachine(db);
-  const clientAddress = `${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${config.clientPort}`;
-  const ownRaftPort = config.raftAddresses[config.id]!.split(":").at(-1);
 
   let shuttingDown = false;
   let node: RaftNode | undefined;
@@ -83,8 +90,8 @@ async function main(): Promise<void> {
       {
         id: config.id,
         raftAddresses: config.raftAddresses,
-        raftBindAddress: `${config.host}:${ownRaftPort}`,
-        clientAddress,
+        raftBindAddress: config.raftBindAddress,
+        clientAddress: config.clientAddress,
         tickMs: config.tickMs,
         electionTicks: config.electionTicks,
         heartbeatTicks: config.heartbeatTicks,
@@ -98,13 +105,13 @@ async function main(): Promise<void> {
       storage,
       stateMachine,
     );
-    kvs = await startKvsService({ bindAddress: `${config.host}:${config.clientPort}`, node, stateMachine, logger });
+    kvs = await startKvsService({ bindAddress: config.clientBindAddress, node, stateMachine, logger });
   } catch (error) {
     process.stderr.write(`svr: ${(error as Error).message}\n`);
     await shutdown(EXIT_FATAL);
   }
   process.stderr.write(
-    `svr: server ${config.id} of ${config.raftAddresses.length} serving clients on ${clientAddress}, raft on ${config.raftAddresses[config.id]}, data in ${config.dataDir}\n`,
+    `svr: server ${config.id} of ${config.raftAddresses.length} serving clients on ${config.clientBindAddress}, raft on ${config.raftBindAddress}, data in ${config.dataDir}\n`,
   );
 }
 

@@ -100,6 +100,7 @@ export class KvsClient {
     let backoff = RETRY_BACKOFF_START_MS;
     let next = 0;
     let lastProblem = "no server answered";
+    let sawNoLeader = false;
     for (;;) {
       const target = this.#leader ?? this.#addresses[next++ % this.#addresses.length]!;
       const attemptDeadline = Math.min(deadline, Date.now() + ATTEMPT_TIMEOUT_MS);
@@ -110,6 +111,7 @@ export class KvsClient {
           return reply;
         }
         if (reply.status === KvsStatus.NOT_LEADER) {
+          sawNoLeader ||= !reply.leaderHint;
           lastProblem = `${target} is not the leader`;
           this.#leader = reply.leaderHint && reply.leaderHint !== target ? reply.leaderHint : null;
           if (this.#leader) continue; // follow the hint at once
@@ -122,7 +124,10 @@ export class KvsClient {
         this.#leader = null;
       }
       const wait = Math.min(backoff, deadline - Date.now());
-      if (wait <= 0) throw new ClientError(`no answer within ${this.#timeoutMs} ms: ${lastProblem}`);
+      if (wait <= 0) {
+        const summary = sawNoLeader ? "no leader was elected" : "no answer";
+        throw new ClientError(`${summary} within ${this.#timeoutMs} ms (last: ${lastProblem})`);
+      }
       await Bun.sleep(wait);
       backoff = Math.min(backoff * 2, RETRY_BACKOFF_MAX_MS);
     }

@@ -192,7 +192,10 @@ function toVoteReplyWire(m: Message): RequestVoteReplyWire {
 export function bind(server: grpc.Server, address: string): Promise<number> {
   return new Promise((resolve, reject) =>
     server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
-      if (error) reject(new Error(`cannot listen on ${address}: ${error.message}`));
+      if (error) {
+        const reason = /EADDRINUSE/.test(error.message) ? "the port is already in use" : error.message;
+        reject(new Error(`cannot listen on ${address}: ${reason}`));
+      }
       else resolve(port);
     }),
   );

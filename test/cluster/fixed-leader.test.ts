@@ -3,7 +3,8 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { KvsStatus } from "../../src/wire/proto";
-import { clt, randomText, rawPut, requireBuild, TestCluster, waitFor } from "../support/cluster";
+import { join } from "node:path";
+import { CLT, clt, randomText, rawPut, requireBuild, TestCluster, waitFor } from "../support/cluster";
 
 describe("a 3-server cluster with a fixed leader", () => {
   let cluster: TestCluster;
@@ -66,6 +67,28 @@ describe("a 3-server cluster with a fixed leader", () => {
     expect(await clt(["-p", port, "-o", "GET", "-k", "a key ü"])).toMatchObject({ code: 0, stdout: "a value ✓\n" });
     expect((await clt(["-p", port, "-o", "PUT", "-k", "empty", "-v", ""])).code).toBe(0);
     expect(await clt(["-p", port, "-o", "GET", "-k", "empty"])).toMatchObject({ code: 0, stdout: "\n" });
+  });
+
+  test("values keep their newlines, tabs and carriage returns", async () => {
+    const port = cluster.clientPorts[0]!;
+    const value = "line 1\n\tline 2\r\nline 3\n";
+    expect((await clt(["-p", port, "-o", "PUT", "-k", "multi\nline key", "-v", value])).code).toBe(0);
+    expect(await clt(["-p", port, "-o", "GET", "-k", "multi\nline key"])).toMatchObject({ code: 0, stdout: `${value}\n` });
+  });
+
+  test("--value-file takes a value too long for the command line, and GET writes all of it to a slow reader", async () => {
+    const port = cluster.clientPorts[0]!;
+    const value = randomText(900 * 1024); // over Linux's 128 KiB per argument, under 1 MiB
+    const file = join(cluster.dir, "big-value");
+    await Bun.write(file, value);
+    expect((await clt(["-p", port, "-o", "PUT", "-k", "big", "--value-file", file])).code).toBe(0);
+    // A reader that waits before reading: clt must not exit with only a pipe-full written.
+    const proc = Bun.spawn([CLT, "-p", String(port), "-o", "GET", "-k", "big"], { stdout: "pipe", stderr: "ignore" });
+    await Bun.sleep(300);
+    const [stdout, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+    expect(code).toBe(0);
+    expect(stdout.length).toBe(value.length + 1);
+    expect(stdout).toBe(`${value}\n`);
   });
 
   test("GET of a missing key on the leader exits 3", async () => {

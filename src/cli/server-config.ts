@@ -1,11 +1,11 @@
 /**
- * @module server/config
+ * @module cli/server-config
  * `svr` command line -> validated server configuration. Throws UsageError with a message meant
  * for a person; nothing here touches the disk or the network.
  */
-import arg from "arg";
 import { createHash } from "node:crypto";
 import { resolve } from "node:path";
+import { parseArgs } from "./parse-args";
 import { LOG_LEVELS, type LogLevel } from "../logger";
 
 export class UsageError extends Error {
@@ -25,7 +25,8 @@ Required:
 Options:
       --leader             campaign at start-up, so this server leads without an election wait
       --data-dir <dir>     where to keep the RocksDB store (default: ./raftkv-data-<cluster>-<id>)
-      --host <addr>        address to bind both ports on (default 127.0.0.1)
+      --host <addr>        address to bind both ports on (default: the host of this
+                           server's -r entry, 127.0.0.1 for a bare port; 0.0.0.0 for all)
       --log-level <level>  debug, info, warn, error or silent (default warn)
       --tick-ms <ms>       length of one Raft tick (default 50)
       --election-ticks <n> base election timeout in ticks; each wait is 1-2x this (default 6)
@@ -40,8 +41,11 @@ export interface ServerConfig {
   raftAddresses: string[];
   /** What identifies the cluster on disk: the normalized -r list. */
   clusterName: string;
-  clientPort: number;
-  host: string;
+  /** Where this server's Raft service listens. */
+  raftBindAddress: string;
+  /** Where the kvs.KVS service listens, and the address followers give clients as leader hint. */
+  clientBindAddress: string;
+  clientAddress: string;
   leader: boolean;
   dataDir: string;
   logLevel: LogLevel;
@@ -67,7 +71,7 @@ function parsePositive(text: string | undefined, fallback: number, what: string)
 export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConfig | null {
   let args;
   try {
-    args = arg(
+    args = parseArgs(
       {
         "--raft": String,
         "--id": String,
@@ -85,7 +89,7 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
         "-p": "--port",
         "-h": "--help",
       },
-      { argv },
+      argv,
     );
   } catch (error) {
     throw new UsageError((error as Error).message);
@@ -109,8 +113,17 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
     throw new UsageError(`-i ${id} is not a position in the -r list (0..${raftAddresses.length - 1})`);
   }
   const clientPort = parsePort(args["--port"], "-p");
-  const ownRaftPort = Number(raftAddresses[id]!.split(":").at(-1));
+  const [ownRaftHost, ownRaftPort] = splitHostPort(raftAddresses[id]!);
   if (clientPort === ownRaftPort) throw new UsageError(`-p ${clientPort} is also this server's Raft port`);
+  const clash = raftAddresses.findIndex((address) => {
+    const [host, port] = splitHostPort(address);
+    return port === clientPort && host === ownRaftHost;
+  });
+  if (clash >= 0) throw new UsageError(`-p ${clientPort} is server ${clash}'s Raft port`);
+
+  // Bind where peers were told to find us (our own -r entry); --host overrides, e.g. 0.0.0.0.
+  const host = args["--host"] ?? ownRaftHost;
+  const unspecified = host === "0.0.0.0" || host === "::" || host === "[::]";
 
   const logLevel = (args["--log-level"] ?? "warn") as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
@@ -125,8 +138,9 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
     id,
     raftAddresses,
     clusterName,
-    clientPort,
-    host: args["--host"] ?? "127.0.0.1",
+    raftBindAddress: args["--host"] === undefined ? raftAddresses[id]! : `${host}:${ownRaftPort}`,
+    clientBindAddress: `${host}:${clientPort}`,
+    clientAddress: `${unspecified ? ownRaftHost : host}:${clientPort}`,
     leader: args["--leader"] ?? false,
     dataDir: resolve(cwd, args["--data-dir"] ?? defaultDataDir(items, id)),
     logLevel,
@@ -134,6 +148,11 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
     electionTicks,
     heartbeatTicks,
   };
+}
+
+function splitHostPort(address: string): [string, number] {
+  const colon = address.lastIndexOf(":");
+  return [address.slice(0, colon), Number(address.slice(colon + 1))];
 }
 
 /**

@@ -1,6 +1,6 @@
 /** `svr` argument parsing: the contract's flags, defaults and clear errors for bad input. */
 import { describe, expect, test } from "bun:test";
-import { parseServerArgs, UsageError } from "../../src/server/config";
+import { parseServerArgs, UsageError } from "../../src/cli/server-config";
 
 describe("parseServerArgs", () => {
   test("the contract's flags, with ports on 127.0.0.1 and the documented defaults", () => {
@@ -8,7 +8,9 @@ describe("parseServerArgs", () => {
     expect(config).toMatchObject({
       id: 1,
       raftAddresses: ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"],
-      clientPort: 8002,
+      raftBindAddress: "127.0.0.1:7002",
+      clientBindAddress: "127.0.0.1:8002",
+      clientAddress: "127.0.0.1:8002",
       leader: true,
       logLevel: "warn",
       tickMs: 50,
@@ -32,6 +34,24 @@ describe("parseServerArgs", () => {
     expect(config.dataDir).toMatch(/^\/w\/raftkv-data-[0-9a-f]{16}-4$/);
   });
 
+  test("a server binds where its -r entry says peers will find it, unless --host says otherwise", () => {
+    const list = "10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001";
+    expect(parseServerArgs(["-r", list, "-i", "1", "-p", "8000"])).toMatchObject({
+      raftBindAddress: "10.0.0.2:7001",
+      clientBindAddress: "10.0.0.2:8000",
+      clientAddress: "10.0.0.2:8000",
+    });
+    expect(parseServerArgs(["-r", list, "-i", "1", "-p", "8000", "--host", "0.0.0.0"])).toMatchObject({
+      raftBindAddress: "0.0.0.0:7001",
+      clientBindAddress: "0.0.0.0:8000",
+      clientAddress: "10.0.0.2:8000", // what followers tell clients: a reachable address
+    });
+  });
+
+  test("values that look like options are values", () => {
+    expect(() => parseServerArgs(["-r", "7001", "-i", "-1", "-p", "8000"])).toThrow(/-i must be a number, got "-1"/);
+  });
+
   test("--help returns null", () => {
     expect(parseServerArgs(["--help"])).toBeNull();
   });
@@ -44,6 +64,7 @@ describe("parseServerArgs", () => {
     [["-r", "7001,x", "-i", "0", "-p", "8000"], /not a port/],
     [["-r", "7001,7001", "-i", "0", "-p", "8000"], /same endpoint twice/],
     [["-r", "7001", "-i", "0", "-p", "7001"], /also this server's Raft port/],
+    [["-r", "7001,7002", "-i", "0", "-p", "7002"], /server 1's Raft port/],
     [["-r", "7001", "-i", "0", "-p", "99999"], /out of range/],
     [["-r", "7001", "-i", "0", "-p", "8000", "--log-level", "loud"], /--log-level/],
     [["-r", "7001", "-i", "0", "-p", "8000", "--heartbeat-ticks", "9"], /below --election-ticks/],
