@@ -93,6 +93,7 @@ export class GrpcTransport {
   send(message: Message): void {
     const client = this.#clients[message.to];
     if (!client) return;
+    const peer = message.to;
     if (message.type === "AppendEntries") {
       const request: AppendEntriesRequestWire = {
         term: message.term,
@@ -105,27 +106,17 @@ export class GrpcTransport {
         leaderClientAddress: this.#clientAddress,
         readRound: message.readRound,
       };
-      client.makeUnaryRequest(
-        raftService.AppendEntries.path,
-        raftService.AppendEntries.requestSerialize,
-        raftService.AppendEntries.responseDeserialize,
-        request,
-        { deadline: Date.now() + APPEND_DEADLINE_MS },
-        (error, reply) => {
-          if (error || !reply) return this.#handlers.onUnreachable(message.to);
-          this.#handlers.onReply({
-            type: "AppendEntriesReply",
-            from: message.to,
-            to: this.#id,
-            term: reply.term,
-            success: reply.success,
-            matchIndex: reply.matchIndex,
-            conflictTerm: reply.conflictTerm,
-            conflictIndex: reply.conflictIndex,
-            readRound: reply.readRound,
-          });
-        },
-      );
+      this.#call(client, peer, raftService.AppendEntries, request, APPEND_DEADLINE_MS, (reply) => ({
+        type: "AppendEntriesReply",
+        from: peer,
+        to: this.#id,
+        term: reply.term,
+        success: reply.success,
+        matchIndex: reply.matchIndex,
+        conflictTerm: reply.conflictTerm,
+        conflictIndex: reply.conflictIndex,
+        readRound: reply.readRound,
+      }));
     } else if (message.type === "RequestVote") {
       const request: RequestVoteRequestWire = {
         term: message.term,
@@ -134,25 +125,37 @@ export class GrpcTransport {
         lastLogTerm: message.lastLogTerm,
         preVote: message.preVote,
       };
-      client.makeUnaryRequest(
-        raftService.RequestVote.path,
-        raftService.RequestVote.requestSerialize,
-        raftService.RequestVote.responseDeserialize,
-        request,
-        { deadline: Date.now() + VOTE_DEADLINE_MS },
-        (error, reply) => {
-          if (error || !reply) return this.#handlers.onUnreachable(message.to);
-          this.#handlers.onReply({
-            type: "RequestVoteReply",
-            from: message.to,
-            to: this.#id,
-            term: reply.term,
-            voteGranted: reply.voteGranted,
-            preVote: reply.preVote,
-          });
-        },
-      );
+      this.#call(client, peer, raftService.RequestVote, request, VOTE_DEADLINE_MS, (reply) => ({
+        type: "RequestVoteReply",
+        from: peer,
+        to: this.#id,
+        term: reply.term,
+        voteGranted: reply.voteGranted,
+        preVote: reply.preVote,
+      }));
     }
+  }
+
+  /** One unary call; its reply goes to the core as a message, a failure as "unreachable". */
+  #call<Req, Res>(
+    client: grpc.Client,
+    peer: NodeId,
+    method: { path: string; requestSerialize: (value: Req) => Buffer; responseDeserialize: (bytes: Buffer) => Res },
+    request: Req,
+    deadlineMs: number,
+    toMessage: (reply: Res) => Message,
+  ): void {
+    client.makeUnaryRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      request,
+      { deadline: Date.now() + deadlineMs },
+      (error, reply) => {
+        if (error || reply === undefined) this.#handlers.onUnreachable(peer);
+        else this.#handlers.onReply(toMessage(reply));
+      },
+    );
   }
 
   close(): void {
