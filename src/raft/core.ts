@@ -16,6 +16,8 @@ import {
   type Entry,
   EntryType,
   type HardState,
+  type InstallSnapshot,
+  type InstallSnapshotReply,
   InvariantError,
   type Message,
   type NodeId,
@@ -26,6 +28,7 @@ import {
   type RequestVote,
   type RequestVoteReply,
   type Role,
+  type SnapshotMeta,
 } from "./types";
 
 const DEFAULT_MAX_ENTRIES_PER_APPEND = 4096;
@@ -41,8 +44,9 @@ interface Progress {
    * probe: the follower's position is unknown; one append at a time until one succeeds.
    * replicate: the follower is known to match; appends are pipelined and nextIndex advances
    * optimistically, up to maxInflightAppends unanswered ones.
+   * snapshot: the follower needs entries we compacted; a snapshot is on its way, wait for it.
    */
-  mode: "probe" | "replicate";
+  mode: "probe" | "replicate" | "snapshot";
   probeInFlight: boolean;
   /** Last indexes of the pipelined appends not yet answered, ascending. */
   inflight: number[];
@@ -52,6 +56,8 @@ interface Progress {
   ackedReadRound: number;
   /** The commit index last sent, so a commit advance is propagated without waiting a heartbeat. */
   sentCommit: number;
+  /** When the snapshot now awaited was asked for (in ticks), to ask again if it got lost. */
+  snapshotAskedAt: number;
 }
 
 interface PendingRead {
@@ -82,6 +88,7 @@ export class RaftCore {
   #handedOutIndex: number;
 
   // Timers, in ticks.
+  #ticks = 0;
   #electionElapsed = 0;
   #randomizedElectionTimeout = 0;
   #heartbeatElapsed = 0;
@@ -102,6 +109,8 @@ export class RaftCore {
   #readsAwaitingCommit: number[] = [];
 
   // Output not yet handed out.
+  #snapshotToInstall: { meta: SnapshotMeta; data: Uint8Array } | null = null;
+  #compactedTo: SnapshotMeta | null = null;
   #messages: Message[] = [];
   #readStates: ReadState[] = [];
 
@@ -122,12 +131,12 @@ export class RaftCore {
     this.id = config.id;
     this.#peers = [];
     for (let peer = 0; peer < config.clusterSize; peer++) if (peer !== config.id) this.#peers.push(peer);
-    this.#log = new RaftLog(recovered.entries);
+    this.#log = new RaftLog(recovered.snapshot ?? { index: 0, term: 0 }, recovered.entries);
     this.#term = recovered.hardState.term;
     this.#votedFor = recovered.hardState.votedFor;
-    if (recovered.appliedIndex > this.#log.lastIndex) {
+    if (recovered.appliedIndex > this.#log.lastIndex || recovered.appliedIndex < this.#log.snapshot.index) {
       throw new InvariantError(
-        `applied index ${recovered.appliedIndex} beyond last log index ${this.#log.lastIndex}`,
+        `applied index ${recovered.appliedIndex} outside the log ${this.#log.snapshot.index}..${this.#log.lastIndex}`,
       );
     }
     this.#commitIndex = recovered.appliedIndex;
@@ -160,9 +169,17 @@ export class RaftCore {
   get hardState(): HardState {
     return { term: this.#term, votedFor: this.#votedFor };
   }
-  /** Entries [from, to] of the in-memory log (tests and checks). */
+  /** Entries [from, to] of the in-memory log (tests and checks); compacted ones are left out. */
   entries(from = 1, to = this.#log.lastIndex): Entry[] {
-    return this.#log.slice(from, to);
+    return this.#log.slice(Math.max(from, this.#log.firstIndex), to);
+  }
+  /** The term of the entry at `index` (throws if compacted or beyond the log). */
+  termAt(index: number): number {
+    return this.#log.termAt(index);
+  }
+  /** The compacted prefix of the log. */
+  get snapshot(): SnapshotMeta {
+    return this.#log.snapshot;
   }
   /** Whether the leader has committed an entry of its own term, so reads may be served. */
   get leaderReady(): boolean {
@@ -174,6 +191,7 @@ export class RaftCore {
 
   /** One unit of logical time passed. */
   tick(): void {
+    this.#ticks++;
     this.#electionElapsed++;
     if (this.#role === "leader") {
       this.#tickLeader();
@@ -219,6 +237,17 @@ export class RaftCore {
     return true;
   }
 
+  /**
+   * The state machine holds everything up to `index`: the log may forget it. Compaction stops
+   * at what is applied and durable; followers that then need older entries get a snapshot.
+   */
+  compact(index: number): void {
+    const upTo = Math.min(index, this.#appliedIndex, this.#log.persistedIndex);
+    if (upTo <= this.#log.snapshot.index) return;
+    this.#log.compact(upTo);
+    this.#compactedTo = this.#log.snapshot;
+  }
+
   /** The node could not deliver a message to `peer`: stop pipelining to it until it answers. */
   reportUnreachable(peer: NodeId): void {
     const progress = this.#progress.get(peer);
@@ -248,6 +277,12 @@ export class RaftCore {
       case "RequestVoteReply":
         this.#handleRequestVoteReply(message);
         break;
+      case "InstallSnapshot":
+        this.#handleInstallSnapshot(message);
+        break;
+      case "InstallSnapshotReply":
+        this.#handleInstallSnapshotReply(message);
+        break;
     }
   }
 
@@ -256,6 +291,8 @@ export class RaftCore {
 
   hasReady(): boolean {
     return (
+      this.#snapshotToInstall !== null ||
+      this.#compactedTo !== null ||
       this.#hardStateDirty ||
       this.#messages.length > 0 ||
       this.#readStates.length > 0 ||
@@ -280,6 +317,8 @@ export class RaftCore {
       }
     }
     const ready: Ready = {
+      snapshot: this.#snapshotToInstall,
+      compactedTo: this.#compactedTo,
       hardState: this.#hardStateDirty ? this.hardState : null,
       entries: this.#log.unpersisted(),
       lastIndex: this.#log.lastIndex,
@@ -287,6 +326,8 @@ export class RaftCore {
       committed: this.#log.slice(this.#handedOutIndex + 1, this.#commitIndex),
       readStates: this.#readStates,
     };
+    this.#snapshotToInstall = null;
+    this.#compactedTo = null;
     this.#hardStateDirty = false;
     this.#messages = [];
     this.#readStates = [];
@@ -357,6 +398,7 @@ export class RaftCore {
         recentlyActive: true,
         ackedReadRound: 0,
         sentCommit: 0,
+        snapshotAskedAt: 0,
       });
     }
     // A no-op of the new term lets entries of earlier terms commit promptly (§8), and marks the
@@ -410,6 +452,13 @@ export class RaftCore {
       this.#heartbeatElapsed = 0;
       this.#broadcastHeartbeat();
     }
+    for (const progress of this.#progress.values()) {
+      // A snapshot unanswered for two election timeouts was lost (the node reports failed
+      // sends, but a reply can vanish too): send it again.
+      if (progress.mode === "snapshot" && this.#ticks - progress.snapshotAskedAt > 2 * this.#config.electionTicks) {
+        this.#enterProbe(progress, progress.matchIndex + 1, false);
+      }
+    }
   }
 
   #quorumRecentlyActive(): boolean {
@@ -439,7 +488,8 @@ export class RaftCore {
       // A granted pre-vote carries the term we asked about; it is not a newer term we missed.
       return true;
     }
-    this.#becomeFollower(message.term, message.type === "AppendEntries" ? message.from : null);
+    const fromLeader = message.type === "AppendEntries" || message.type === "InstallSnapshot";
+    this.#becomeFollower(message.term, fromLeader ? message.from : null);
     return true;
   }
 
@@ -455,6 +505,8 @@ export class RaftCore {
   #answerStaleTerm(message: Message): void {
     if (message.type === "AppendEntries") {
       this.#send(this.#appendReply(message, false, 0, 0, 0));
+    } else if (message.type === "InstallSnapshot") {
+      this.#send({ type: "InstallSnapshotReply", from: this.id, to: message.from, term: this.#term, matchIndex: 0, rpcId: message.rpcId });
     } else if (message.type === "RequestVote") {
       this.#send({
         type: "RequestVoteReply",
@@ -529,7 +581,11 @@ export class RaftCore {
     this.#leaderId = message.from;
     this.#electionElapsed = 0;
 
-    const { prevLogIndex, prevLogTerm } = message;
+    // Entries up to our snapshot are committed, hence the same as the leader's: skip them.
+    const snapshotIndex = this.#log.snapshot.index;
+    const entries = message.prevLogIndex < snapshotIndex ? message.entries.filter((e) => e.index > snapshotIndex) : message.entries;
+    const prevLogIndex = Math.max(message.prevLogIndex, snapshotIndex);
+    const prevLogTerm = message.prevLogIndex < snapshotIndex ? this.#log.snapshot.term : message.prevLogTerm;
     if (prevLogIndex > this.#log.lastIndex) {
       // Our log is too short: tell the leader where it ends.
       this.#send(this.#appendReply(message, false, 0, 0, this.#log.lastIndex + 1));
@@ -542,7 +598,7 @@ export class RaftCore {
       this.#send(this.#appendReply(message, false, 0, ourTerm, this.#log.firstIndexOfTermAt(prevLogIndex)));
       return;
     }
-    for (const entry of message.entries) {
+    for (const entry of entries) {
       if (entry.index <= this.#log.lastIndex) {
         if (this.#log.termAt(entry.index) === entry.term) continue; // already have it
         if (entry.index <= this.#commitIndex) {
@@ -556,7 +612,7 @@ export class RaftCore {
     }
     // Only what this request proved to match may be acknowledged or committed: anything beyond
     // it in our log may still be a stale suffix.
-    const matchIndex = prevLogIndex + message.entries.length;
+    const matchIndex = message.prevLogIndex + message.entries.length;
     const newCommit = Math.min(message.leaderCommit, matchIndex);
     if (newCommit > this.#commitIndex) this.#commitIndex = newCommit;
     this.#send(this.#appendReply(message, true, matchIndex, 0, 0));
@@ -629,6 +685,49 @@ export class RaftCore {
    * Stops pipelining to a follower whose position is uncertain. `paused`: wait for a heartbeat
    * reply before probing (the peer is unreachable, so retrying at once would only spin).
    */
+  // ---------------------------------------------------------------------------------------------
+  // Snapshots (Figure 13).
+
+  #handleInstallSnapshot(message: InstallSnapshot): void {
+    if (this.#role === "leader") {
+      throw new InvariantError(`two leaders in term ${this.#term}: ${this.id} and ${message.from}`);
+    }
+    if (this.#role !== "follower") this.#becomeFollower(this.#term, message.from);
+    this.#leaderId = message.from;
+    this.#electionElapsed = 0;
+    const { snapshot, data } = message;
+    if (snapshot === null || data === null) throw new InvariantError("InstallSnapshot without its snapshot");
+    if (snapshot.index > this.#commitIndex) {
+      // Everything up to the snapshot is committed; our state machine jumps there.
+      this.#log.restore(snapshot);
+      this.#commitIndex = snapshot.index;
+      this.#appliedIndex = snapshot.index;
+      this.#handedOutIndex = snapshot.index;
+      this.#snapshotToInstall = { meta: snapshot, data };
+      this.#compactedTo = null;
+    }
+    // Either way we now hold, matching the leader, everything up to the larger of the two.
+    this.#send({
+      type: "InstallSnapshotReply",
+      from: this.id,
+      to: message.from,
+      term: this.#term,
+      matchIndex: Math.max(snapshot.index, this.#commitIndex),
+      rpcId: message.rpcId,
+    });
+  }
+
+  #handleInstallSnapshotReply(message: InstallSnapshotReply): void {
+    const progress = this.#progress.get(message.from);
+    if (this.#role !== "leader" || progress === undefined) return;
+    progress.recentlyActive = true;
+    if (message.matchIndex > progress.matchIndex) {
+      progress.matchIndex = message.matchIndex;
+      this.#maybeCommit();
+    }
+    if (progress.mode === "snapshot") this.#enterProbe(progress, progress.matchIndex + 1, false);
+  }
+
   #enterProbe(progress: Progress, nextIndex: number, paused: boolean): void {
     progress.mode = "probe";
     progress.inflight = [];
@@ -642,6 +741,16 @@ export class RaftCore {
     const progress = this.#progress.get(peer)!;
     const { maxEntriesPerAppend, maxBytesPerAppend, maxInflightAppends } = this.#config;
     for (;;) {
+      if (progress.mode === "snapshot") return; // wait for the snapshot's answer
+      if (progress.nextIndex <= this.#log.snapshot.index) {
+        // The follower needs entries we no longer hold: send the state machine instead.
+        if (progress.mode === "probe" && progress.probeInFlight) return;
+        progress.mode = "snapshot";
+        progress.inflight = [];
+        progress.snapshotAskedAt = this.#ticks;
+        this.#send({ type: "InstallSnapshot", from: this.id, to: peer, term: this.#term, snapshot: null, data: null });
+        return;
+      }
       if (progress.mode === "probe" && progress.probeInFlight) return;
       if (progress.mode === "replicate" && progress.inflight.length >= maxInflightAppends) return;
       const entries = this.#log.batchFrom(progress.nextIndex, maxEntriesPerAppend, maxBytesPerAppend);
@@ -689,7 +798,10 @@ export class RaftCore {
   #broadcastHeartbeat(): void {
     for (const peer of this.#peers) {
       const progress = this.#progress.get(peer)!;
-      this.#sendAppend(peer, progress, progress.matchIndex, []);
+      // Anchor at the known match; below our snapshot we cannot name its term, so anchor at 0
+      // (always consistent, and it carries no commit index).
+      const anchor = progress.matchIndex >= this.#log.snapshot.index ? progress.matchIndex : 0;
+      this.#sendAppend(peer, progress, anchor, []);
     }
   }
 

@@ -22,6 +22,12 @@ export interface Entry {
   readonly data: Uint8Array;
 }
 
+/** The last entry a snapshot of the state machine covers. */
+export interface SnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+}
+
 /** What must survive a crash before the server answers anything that depends on it (Figure 2). */
 export interface HardState {
   readonly term: number;
@@ -77,7 +83,30 @@ export interface RequestVoteReply extends Envelope {
   readonly preVote: boolean;
 }
 
-export type Message = AppendEntries | AppendEntriesReply | RequestVote | RequestVoteReply;
+/**
+ * The leader sends its state machine to a follower that needs entries it has compacted
+ * (Figure 13, in one piece). The core emits it with `snapshot` and `data` null: the node fills
+ * them from its state machine at send time, since only it can read the state.
+ */
+export interface InstallSnapshot extends Envelope {
+  readonly type: "InstallSnapshot";
+  readonly snapshot: SnapshotMeta | null;
+  readonly data: Uint8Array | null;
+}
+
+export interface InstallSnapshotReply extends Envelope {
+  readonly type: "InstallSnapshotReply";
+  /** The last index the follower now holds that matches the leader. */
+  readonly matchIndex: number;
+}
+
+export type Message =
+  | AppendEntries
+  | AppendEntriesReply
+  | RequestVote
+  | RequestVoteReply
+  | InstallSnapshot
+  | InstallSnapshotReply;
 
 /**
  * The answer to a ReadIndex request: once the state machine has applied `index`, a read of it is
@@ -91,8 +120,10 @@ export interface ReadState {
 /**
  * A batch of effects. The node must handle them in this order (and the core assumes it did when
  * `advance` is called):
- *   1. persist `hardState` (if set) and `entries`, and drop any stored entry after `lastIndex`,
- *      in one synced write;
+ *   0. if `snapshot` is set, replace the state machine with it and drop every stored entry up to
+ *      its index (and all of them when `entries` starts after it), durably;
+ *   1. persist `hardState` (if set) and `entries`, drop any stored entry after `lastIndex`, and
+ *      drop stored entries up to `compactedTo` (if set), in one synced write;
  *   2. only then send `messages` (a vote or an AppendEntries success promises durability);
  *   3. apply `committed` to the state machine, in order;
  *   4. serve `readStates` once the applied index reaches theirs;
@@ -100,6 +131,10 @@ export interface ReadState {
  * No other event may be given to the core between `ready()` and `advance()`.
  */
 export interface Ready {
+  /** A snapshot from the leader to install before anything else. */
+  readonly snapshot: { readonly meta: SnapshotMeta; readonly data: Uint8Array } | null;
+  /** The log was compacted up to here since the last Ready: stored entries up to it may go. */
+  readonly compactedTo: SnapshotMeta | null;
   readonly hardState: HardState | null;
   /** Contiguous entries to persist; may overwrite stored entries at the same indexes. */
   readonly entries: readonly Entry[];
@@ -133,6 +168,8 @@ export interface RaftConfig {
 /** What a restarted server recovered from disk. */
 export interface RecoveredState {
   readonly hardState: HardState;
+  /** The log's compacted prefix; `entries` start right after it. */
+  readonly snapshot?: SnapshotMeta;
   readonly entries: readonly Entry[];
   /** The state machine's applied index: everything up to it is known committed. */
   readonly appliedIndex: number;

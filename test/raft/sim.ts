@@ -4,7 +4,7 @@
  * checked after every event. Used by simulation.test.ts and by scripts/sim.ts (replay one seed).
  */
 import { RaftCore } from "../../src/raft/core";
-import type { Entry, HardState, Message, NodeId, Ready } from "../../src/raft/types";
+import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from "../../src/raft/types";
 import { seededRandom } from "../support/random";
 
 export { seededRandom };
@@ -12,8 +12,12 @@ export { seededRandom };
 /** What a server keeps across a crash: exactly what its Ready handling made durable. */
 interface Disk {
   hardState: HardState;
+  /** The log's compacted prefix, and the entries after it. */
+  snapshot: SnapshotMeta;
   log: Entry[];
   appliedIndex: number;
+  /** The state machine: every entry applied, in order (a snapshot carries all of them). */
+  state: Entry[];
 }
 
 interface InFlight {
@@ -32,6 +36,8 @@ export interface SimOptions {
   maxDelay?: number;
   preVote?: boolean;
   checkQuorum?: boolean;
+  /** Chance per tick that a server compacts its log up to about its applied index. */
+  compactRate?: number;
 }
 
 export class SafetyViolation extends Error {
@@ -59,7 +65,7 @@ export class SimCluster {
   /** Read requests in flight: id -> the highest applied index when the read was asked. */
   readonly #readsAsked = new Map<number, number>();
   #nextReadId = 1;
-  readonly stats = { messages: 0, proposals: 0, readsServed: 0, readsFailed: 0, crashes: 0 };
+  readonly stats = { messages: 0, proposals: 0, readsServed: 0, readsFailed: 0, crashes: 0, snapshots: 0 };
 
   constructor(seed: number, options: SimOptions) {
     this.random = seededRandom(seed);
@@ -71,11 +77,12 @@ export class SimCluster {
       maxDelay: 0,
       preVote: true,
       checkQuorum: true,
+      compactRate: 0,
       ...options,
     };
     this.blocked = Array.from({ length: options.nodes }, () => new Array<boolean>(options.nodes).fill(false));
     for (let id = 0; id < options.nodes; id++) {
-      this.disks.push({ hardState: { term: 0, votedFor: null }, log: [], appliedIndex: 0 });
+      this.disks.push({ hardState: { term: 0, votedFor: null }, snapshot: { index: 0, term: 0 }, log: [], appliedIndex: 0, state: [] });
       this.cores.push(null);
       this.restart(id);
     }
@@ -99,7 +106,7 @@ export class SimCluster {
         maxEntriesPerAppend: 5,
         maxInflightAppends: 3,
       },
-      { hardState: disk.hardState, entries: disk.log, appliedIndex: disk.appliedIndex },
+      { hardState: disk.hardState, snapshot: disk.snapshot, entries: disk.log, appliedIndex: disk.appliedIndex },
     );
   }
 
@@ -160,6 +167,7 @@ export class SimCluster {
       const core = this.cores[id];
       if (!core) continue;
       core.tick();
+      if (this.random() < this.options.compactRate) core.compact(this.disks[id]!.appliedIndex - this.randomInt(4));
       this.#processReady(id);
     }
     this.deliverDue();
@@ -185,13 +193,23 @@ export class SimCluster {
 
   #send(message: Message): void {
     this.stats.messages++;
+    if (message.type === "InstallSnapshot" && message.snapshot === null) {
+      // The node's part: fill the snapshot from the sender's state machine as it is now.
+      const disk = this.disks[message.from]!;
+      const core = this.cores[message.from]!;
+      const snapshot = { index: disk.appliedIndex, term: core.termAt(disk.appliedIndex) };
+      const data = new TextEncoder().encode(JSON.stringify(disk.state.map((e) => [e.index, e.term, e.type, [...e.data]])));
+      message = { ...message, snapshot, data };
+      this.stats.snapshots++;
+    }
     const lost =
       this.blocked[message.from]![message.to] ||
       this.cores[message.to] === null ||
       this.random() < this.options.dropRate;
     if (lost) {
       // gRPC tells a caller whose request failed; model that for requests, sometimes.
-      const isRequest = message.type === "AppendEntries" || message.type === "RequestVote";
+      const isRequest =
+        message.type === "AppendEntries" || message.type === "RequestVote" || message.type === "InstallSnapshot";
       if (isRequest && this.random() < 0.5) this.cores[message.from]?.reportUnreachable(message.to);
       return;
     }
@@ -208,13 +226,19 @@ export class SimCluster {
       if (!core || !core.hasReady()) break;
       const ready: Ready = core.ready();
       const disk = this.disks[id]!;
+      if (ready.snapshot) this.#installSnapshot(id, ready.snapshot.meta, ready.snapshot.data);
       if (ready.hardState) disk.hardState = ready.hardState;
       if (ready.entries.length > 0) {
         const first = ready.entries[0]!.index;
-        disk.log.length = first - 1;
+        disk.log = disk.log.filter((e) => e.index < first);
         disk.log.push(...ready.entries);
       }
-      disk.log.length = Math.min(disk.log.length, ready.lastIndex);
+      disk.log = disk.log.filter((e) => e.index <= ready.lastIndex);
+      if (ready.compactedTo) {
+        const upTo = ready.compactedTo;
+        disk.log = disk.log.filter((e) => e.index > upTo.index);
+        disk.snapshot = upTo;
+      }
       for (const message of ready.messages) this.#send(message);
       for (const entry of ready.committed) this.#apply(id, entry);
       for (const readState of ready.readStates) this.#answerRead(id, readState.requestId, readState.index);
@@ -229,6 +253,7 @@ export class SimCluster {
       throw new SafetyViolation(`server ${id} applied ${entry.index} after ${disk.appliedIndex}`);
     }
     disk.appliedIndex = entry.index;
+    disk.state.push(entry);
     const earlier = this.appliedAt.get(entry.index);
     if (earlier === undefined) {
       this.appliedAt.set(entry.index, entry);
@@ -238,6 +263,26 @@ export class SimCluster {
         `state machine safety: index ${entry.index} applied as term ${earlier.term} and, on server ${id}, term ${entry.term}`,
       );
     }
+  }
+
+  /** Replaces server `id`'s state machine with a snapshot, checking it against what others applied. */
+  #installSnapshot(id: NodeId, meta: SnapshotMeta, data: Uint8Array): void {
+    const disk = this.disks[id]!;
+    const decoded = JSON.parse(new TextDecoder().decode(data)) as [number, number, number, number[]][];
+    const state: Entry[] = decoded.map(([index, term, type, bytes]) => ({ index, term, type, data: new Uint8Array(bytes) }));
+    if (state.length !== meta.index || state.some((e, i) => e.index !== i + 1)) {
+      throw new SafetyViolation(`server ${id} got a snapshot of ${state.length} entries for index ${meta.index}`);
+    }
+    for (const entry of state) {
+      const earlier = this.appliedAt.get(entry.index);
+      if (earlier && (earlier.term !== entry.term || !sameBytes(earlier.data, entry.data))) {
+        throw new SafetyViolation(`state machine safety: snapshot for ${id} holds term ${entry.term} at ${entry.index}, applied elsewhere as ${earlier.term}`);
+      }
+    }
+    disk.state = state;
+    disk.appliedIndex = meta.index;
+    disk.snapshot = meta;
+    disk.log = disk.log.filter((e) => e.index > meta.index);
   }
 
   #answerRead(id: NodeId, readId: number, index: number | null): void {
@@ -272,6 +317,7 @@ export class SimCluster {
       for (const [index, seenAt] of this.#committedSeenAtTerm) {
         if (core.term <= seenAt) continue;
         const entry = this.appliedAt.get(index)!;
+        if (index <= core.snapshot.index) continue; // compacted: covered by its state machine
         const ours = index <= core.lastIndex ? core.entries(index, index)[0] : undefined;
         if (!ours || ours.term !== entry.term) {
           throw new SafetyViolation(
@@ -284,26 +330,32 @@ export class SimCluster {
 
   /** Log Matching, for every pair of live servers: same index and term imply same prefix. */
   checkLogMatching(): void {
-    const logs = this.cores.map((core) => (core ? core.entries() : null));
-    for (let a = 0; a < logs.length; a++) {
-      for (let b = a + 1; b < logs.length; b++) {
-        const logA = logs[a];
-        const logB = logs[b];
-        if (!logA || !logB) continue;
-        const common = Math.min(logA.length, logB.length);
-        // Find the last index where the terms agree; everything before it must be identical.
-        let last = 0;
-        for (let i = common; i >= 1; i--) {
-          if (logA[i - 1]!.term === logB[i - 1]!.term) {
+    const live = this.cores.filter((core): core is RaftCore => core !== null);
+    for (let a = 0; a < live.length; a++) {
+      for (let b = a + 1; b < live.length; b++) {
+        const x = live[a]!;
+        const y = live[b]!;
+        // Compare where both still hold entries; compacted prefixes are committed, checked by
+        // state machine safety instead.
+        const from = Math.max(x.snapshot.index, y.snapshot.index) + 1;
+        const to = Math.min(x.lastIndex, y.lastIndex);
+        if (from > to) continue;
+        const logX = x.entries(from, to);
+        const logY = y.entries(from, to);
+        let last = -1;
+        for (let i = logX.length - 1; i >= 0; i--) {
+          if (logX[i]!.term === logY[i]!.term) {
             last = i;
             break;
           }
         }
-        for (let i = 1; i <= last; i++) {
-          const x = logA[i - 1]!;
-          const y = logB[i - 1]!;
-          if (x.term !== y.term || x.type !== y.type || !sameBytes(x.data, y.data)) {
-            throw new SafetyViolation(`log matching: servers ${a} and ${b} agree at ${last} but differ at ${i}`);
+        for (let i = 0; i <= last; i++) {
+          const p = logX[i]!;
+          const q = logY[i]!;
+          if (p.term !== q.term || p.type !== q.type || !sameBytes(p.data, q.data)) {
+            throw new SafetyViolation(
+              `log matching: servers ${x.id} and ${y.id} agree at ${from + last} but differ at ${from + i}`,
+            );
           }
         }
       }
@@ -330,6 +382,8 @@ export function runRandomScenario(seed: number): SimCluster {
     dropRate: pick() * 0.2,
     duplicateRate: pick() * 0.1,
     maxDelay: Math.floor(pick() * 4),
+    // Half the runs compact logs often, so that lagging and restarted servers need snapshots.
+    compactRate: pick() < 0.5 ? 0 : 0.05,
     // Without check-quorum a deposed leader believes in itself much longer: ReadIndex alone
     // must still keep its reads fresh.
     checkQuorum: pick() < 0.7,

@@ -15,7 +15,7 @@ describe("RaftCore under simulated faults", () => {
     `${ONLY_SEED === undefined ? SEEDS : 1} random seeds keep Figure 3's safety properties and recover once healed`,
     () => {
       const seeds = ONLY_SEED === undefined ? Array.from({ length: SEEDS }, (_, i) => i + 1) : [ONLY_SEED];
-      const totals = { messages: 0, proposals: 0, readsServed: 0, readsFailed: 0, crashes: 0, applied: 0 };
+      const totals = { messages: 0, proposals: 0, readsServed: 0, readsFailed: 0, crashes: 0, snapshots: 0, applied: 0 };
       for (const seed of seeds) {
         let sim;
         try {
@@ -30,6 +30,7 @@ describe("RaftCore under simulated faults", () => {
       // The runs must have exercised something: writes committed and reads confirmed.
       expect(totals.applied).toBeGreaterThan(seeds.length * 5);
       expect(totals.readsServed).toBeGreaterThan(0);
+      if (seeds.length >= 100) expect(totals.snapshots).toBeGreaterThan(0);
     },
     600_000,
   );

@@ -28,7 +28,17 @@ function put(index: number, key: string, value: string, clientId = "", sequence 
 }
 
 function ready(fields: Partial<Ready>): Ready {
-  return { hardState: null, entries: [], lastIndex: 0, messages: [], committed: [], readStates: [], ...fields };
+  return {
+    snapshot: null,
+    compactedTo: null,
+    hardState: null,
+    entries: [],
+    lastIndex: 0,
+    messages: [],
+    committed: [],
+    readStates: [],
+    ...fields,
+  };
 }
 
 describe("RaftStorage", () => {
