@@ -31,6 +31,8 @@ Options:
       --tick-ms <ms>       length of one Raft tick (default 50)
       --election-ticks <n> base election timeout in ticks; each wait is 1-2x this (default 6)
       --heartbeat-ticks <n> ticks between leader heartbeats (default 1)
+      --snapshot-entries <n> compact the Raft log once n applied entries follow the last
+                           compaction, keeping the last n/4 (default 20000)
   -h, --help               show this help
 
 Exit status: 0 after SIGTERM/SIGINT, 1 on bad arguments, 4 on a fatal error (e.g. the data
@@ -52,6 +54,7 @@ export interface ServerConfig {
   tickMs: number;
   electionTicks: number;
   heartbeatTicks: number;
+  snapshotEntries: number;
 }
 
 function parsePort(text: string, what: string): number {
@@ -83,6 +86,7 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
         "--tick-ms": String,
         "--election-ticks": String,
         "--heartbeat-ticks": String,
+        "--snapshot-entries": String,
         "--help": Boolean,
         "-r": "--raft",
         "-i": "--id",
@@ -147,6 +151,7 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
     tickMs: parsePositive(args["--tick-ms"], 50, "--tick-ms"),
     electionTicks,
     heartbeatTicks,
+    snapshotEntries: parsePositive(args["--snapshot-entries"], 20_000, "--snapshot-entries"),
   };
 }
 

@@ -96,6 +96,7 @@ async function main(): Promise<void> {
         electionTicks: config.electionTicks,
         heartbeatTicks: config.heartbeatTicks,
         campaignAtStart: config.leader,
+        snapshotEntries: config.snapshotEntries,
         logger,
         onFatal: (error) => {
           process.stderr.write(`svr: fatal: ${(error as Error)?.stack ?? error}\n`);

@@ -10,7 +10,8 @@
  * AppendEntries per follower.
  */
 import { RaftCore } from "../raft/core";
-import { type Entry, type Message, type NodeId, type Ready, type Role } from "../raft/types";
+import { type Entry, type InstallSnapshot, type Message, type NodeId, type Ready, type Role } from "../raft/types";
+import type { BatchOp } from "../storage/rocks";
 import type { Logger } from "../logger";
 import type { ApplyResult, KvStateMachine } from "../storage/kv-state-machine";
 import type { RaftStorage } from "../storage/raft-storage";
@@ -30,6 +31,8 @@ export interface RaftNodeConfig {
   heartbeatTicks: number;
   /** `--leader`: campaign at once, and keep trying every tick until some leader is known. */
   campaignAtStart: boolean;
+  /** Compact the log once this many applied entries follow the last snapshot point. */
+  snapshotEntries: number;
   logger: Logger;
   /** Called when the node cannot go on safely (an invariant broke, the disk failed). */
   onFatal: (error: unknown) => void;
@@ -88,7 +91,7 @@ export class RaftNode {
     this.#transport = new GrpcTransport(config.id, config.raftAddresses, config.clientAddress, {
       onRequest: (message, respond, leaderClientAddress) =>
         this.#enqueue(() => {
-          if (message.type === "AppendEntries" && leaderClientAddress) {
+          if (leaderClientAddress) {
             this.#clientAddresses.set(message.from, leaderClientAddress);
           }
           const rpcId = this.#nextRpcId++;
@@ -103,7 +106,7 @@ export class RaftNode {
 
   /** Creates the core from what storage recovered, opens the Raft port and starts ticking. */
   static async start(config: RaftNodeConfig, storage: RaftStorage, stateMachine: KvStateMachine): Promise<RaftNode> {
-    const { hardState, entries } = await storage.load();
+    const { hardState, snapshot, entries } = await storage.load();
     await stateMachine.load();
     const core = new RaftCore(
       {
@@ -113,7 +116,7 @@ export class RaftNode {
         heartbeatTicks: config.heartbeatTicks,
         randomInt: (n) => Math.floor(Math.random() * n),
       },
-      { hardState, entries, appliedIndex: stateMachine.appliedIndex },
+      { hardState, snapshot, entries, appliedIndex: stateMachine.appliedIndex },
     );
     const node = new RaftNode(config, storage, stateMachine, core);
     await node.#transport.listen(config.raftBindAddress);
@@ -122,7 +125,8 @@ export class RaftNode {
     if (config.campaignAtStart) node.#enqueue(() => core.campaign());
     config.logger.info("raft node started", {
       term: hardState.term,
-      lastIndex: entries.length,
+      lastIndex: snapshot.index + entries.length,
+      snapshot: snapshot.index,
       applied: stateMachine.appliedIndex,
     });
     return node;
@@ -244,6 +248,7 @@ export class RaftNode {
         const stepped = this.#rpcsStepped;
         this.#rpcsStepped = [];
         await this.#handleReady(this.#core.ready());
+        this.#maybeCompact();
         // Every request stepped before ready() was answered in it, or was dropped on purpose.
         for (const rpcId of stepped) {
           const respond = this.#pendingRpcs.get(rpcId);
@@ -268,8 +273,21 @@ export class RaftNode {
     if (sendEarly) {
       for (const message of ready.messages) if (message.type === "AppendEntries") this.#transport.send(message);
     }
+    // 0. A snapshot from the leader replaces the state machine, atomically with the log.
+    let stateOps: BatchOp[] = [];
+    if (ready.snapshot) {
+      const restored = await this.#stateMachine.restoreOps(ready.snapshot.data);
+      if (restored.meta.index !== ready.snapshot.meta.index || restored.meta.term !== ready.snapshot.meta.term) {
+        throw new Error(`snapshot data is at ${restored.meta.index}/${restored.meta.term}, not ${ready.snapshot.meta.index}/${ready.snapshot.meta.term}`);
+      }
+      stateOps = restored.ops;
+    }
     // 1. Durability first: nothing may promise what the disk does not hold yet.
-    await this.#storage.persist(ready);
+    await this.#storage.persist(ready, stateOps);
+    if (ready.snapshot) {
+      await this.#stateMachine.load();
+      this.#log.info("installed snapshot", { index: ready.snapshot.meta.index, term: ready.snapshot.meta.term });
+    }
     // 2. Messages.
     for (const message of ready.messages) {
       if (sendEarly && message.type === "AppendEntries") continue;
@@ -277,6 +295,8 @@ export class RaftNode {
         const respond = this.#pendingRpcs.get(message.rpcId);
         this.#pendingRpcs.delete(message.rpcId);
         respond?.(message);
+      } else if (message.type === "InstallSnapshot" && message.snapshot === null) {
+        this.#sendSnapshot(message);
       } else {
         this.#transport.send(message);
       }
@@ -294,6 +314,36 @@ export class RaftNode {
     }
     // 5. Tell the core it is all done.
     this.#core.advance(ready);
+  }
+
+  /**
+   * Fills the core's snapshot request from the state machine as it is now, off the loop: a large
+   * store takes a while to read, and heartbeats must go on meanwhile.
+   */
+  #sendSnapshot(request: InstallSnapshot): void {
+    this.#stateMachine.snapshot().then(
+      ({ meta, data }) => {
+        this.#log.info("sending snapshot", { to: request.to, index: meta.index, bytes: data.byteLength });
+        this.#transport.send({ ...request, snapshot: meta, data });
+      },
+      (error) => {
+        this.#log.warn("cannot read a snapshot", { to: request.to, error: String(error) });
+        this.#enqueue(() => this.#core.reportUnreachable(request.to));
+      },
+    );
+  }
+
+  /**
+   * Keeps the log bounded: once `snapshotEntries` applied entries follow the last compaction
+   * point, forget all but the last quarter of them (kept so that a follower slightly behind
+   * catches up from the log rather than from a whole snapshot).
+   */
+  #maybeCompact(): void {
+    const applied = this.#stateMachine.appliedIndex;
+    const { snapshotEntries } = this.#config;
+    if (applied - this.#core.snapshot.index >= snapshotEntries) {
+      this.#core.compact(applied - Math.floor(snapshotEntries / 4));
+    }
   }
 
   async #apply(entries: readonly Entry[]): Promise<void> {

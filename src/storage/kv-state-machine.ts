@@ -2,7 +2,8 @@
  * @module storage/kv-state-machine
  * The replicated key-value map, applied from committed Raft entries into RocksDB.
  *
- * Keys: `d` + user key holds the value; `a` holds the applied index; `s` + client id holds that
+ * Keys, all under `v:` so that one iterator reads a consistent snapshot of the whole state:
+ * `v:d` + user key holds the value; `v:a` the applied index and its term; `v:s` + client id that
  * client's session (last sequence applied and the log index of its last request), for
  * exactly-once writes. Each apply is one atomic batch with the data, the sessions and the
  * applied index, so a crash never leaves an entry half-applied or applied twice.
@@ -10,14 +11,16 @@
  * Applying must be deterministic: every server applies the same entries and must reach the same
  * state, so nothing here reads a clock or anything local.
  */
-import { type Entry, EntryType } from "../raft/types";
+import { type Entry, EntryType, type SnapshotMeta } from "../raft/types";
 import { codecs } from "../wire/proto";
 import type { BatchOp, Rocks } from "./rocks";
 
-const APPLIED_KEY = "a";
-const DATA_PREFIX = "d";
-const SESSION_PREFIX = "s";
-const SESSION_END = "t";
+const STATE_PREFIX = "v:";
+const STATE_END = "v;"; // the first key after every "v:..." key
+const APPLIED_KEY = "v:a";
+const DATA_PREFIX = "v:d";
+const SESSION_PREFIX = "v:s";
+const SESSION_END = "v:t";
 
 /**
  * A client session is forgotten once this many log entries pass without a request from it:
@@ -38,7 +41,7 @@ export type ApplyResult = { ok: true; duplicate: boolean };
 
 export class KvStateMachine {
   readonly #db: Rocks;
-  #appliedIndex = 0;
+  #applied: SnapshotMeta = { index: 0, term: 0 };
   readonly #sessions = new Map<string, Session>();
 
   constructor(db: Rocks) {
@@ -46,15 +49,17 @@ export class KvStateMachine {
   }
 
   get appliedIndex(): number {
-    return this.#appliedIndex;
+    return this.#applied.index;
   }
 
+  /** Reads the applied index and the sessions (at start, and after installing a snapshot). */
   async load(): Promise<void> {
     const raw = await this.#db.get(APPLIED_KEY);
-    this.#appliedIndex = raw ? Number(raw.toString("utf8")) : 0;
+    this.#applied = raw ? JSON.parse(raw.toString("utf8")) : { index: 0, term: 0 };
     const loaded: [string, Session][] = [];
+    this.#sessions.clear();
     await this.#db.scan(SESSION_PREFIX, SESSION_END, (key, value) => {
-      loaded.push([key.slice(1), JSON.parse(value.toString("utf8"))]);
+      loaded.push([key.slice(SESSION_PREFIX.length), JSON.parse(value.toString("utf8"))]);
     });
     // Recency order must be the same on every server, restarted or not: rebuild it from the log
     // index of each session's last request (unique per session).
@@ -77,10 +82,10 @@ export class KvStateMachine {
     const results: ApplyResult[] = [];
     const touchedSessions = new Set<string>();
     for (const entry of entries) {
-      if (entry.index !== this.#appliedIndex + 1) {
-        throw new Error(`apply of index ${entry.index} after applied index ${this.#appliedIndex}`);
+      if (entry.index !== this.#applied.index + 1) {
+        throw new Error(`apply of index ${entry.index} after applied index ${this.#applied.index}`);
       }
-      this.#appliedIndex = entry.index;
+      this.#applied = { index: entry.index, term: entry.term };
       if (entry.type !== EntryType.Normal) {
         results.push({ ok: true, duplicate: false });
         continue;
@@ -107,7 +112,7 @@ export class KvStateMachine {
     for (const clientId of touchedSessions) {
       ops.push({ type: "put", key: SESSION_PREFIX + clientId, value: JSON.stringify(this.#sessions.get(clientId)) });
     }
-    ops.push({ type: "put", key: APPLIED_KEY, value: String(this.#appliedIndex) });
+    ops.push({ type: "put", key: APPLIED_KEY, value: JSON.stringify(this.#applied) });
     await this.#db.batch(ops, false);
     return results;
   }
@@ -117,12 +122,51 @@ export class KvStateMachine {
     const expired: string[] = [];
     // Map iteration is in recency order (oldest first), so we can stop at the first live one.
     for (const [clientId, session] of this.#sessions) {
-      const idleTooLong = this.#appliedIndex - session.lastIndex > SESSION_EXPIRY_ENTRIES;
+      const idleTooLong = this.#applied.index - session.lastIndex > SESSION_EXPIRY_ENTRIES;
       const overCap = this.#sessions.size - expired.length > MAX_SESSIONS;
       if (!idleTooLong && !overCap) break;
       expired.push(clientId);
     }
     for (const clientId of expired) this.#sessions.delete(clientId);
     return expired;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots: the whole state, for a follower that needs entries the leader compacted.
+
+  /**
+   * A consistent copy of the whole state machine (one RocksDB iterator sees one point in time),
+   * and the index and term it reflects.
+   */
+  async snapshot(): Promise<{ meta: SnapshotMeta; data: Uint8Array }> {
+    const records: { key: string; value: Uint8Array }[] = [];
+    let meta: SnapshotMeta = { index: 0, term: 0 };
+    await this.#db.scan(STATE_PREFIX, STATE_END, (key, value) => {
+      if (key === APPLIED_KEY) meta = JSON.parse(value.toString("utf8"));
+      records.push({ key, value });
+    });
+    // TODO(#3): the snapshot travels as one message (64 MiB at most) and is held in memory on
+    // both sides; stream it in chunks (Figure 13's offset/done) for larger stores.
+    return { meta, data: codecs.stateMachineSnapshot.encode({ records }) };
+  }
+
+  /**
+   * The batch operations that replace the whole state with `data` (to be written atomically
+   * with the log's compaction, then `load()`), and the index and term it reflects.
+   */
+  async restoreOps(data: Uint8Array): Promise<{ meta: SnapshotMeta; ops: BatchOp[] }> {
+    const { records } = codecs.stateMachineSnapshot.decode(data);
+    const ops: BatchOp[] = [];
+    const incoming = new Set(records.map((record) => record.key));
+    await this.#db.scan(STATE_PREFIX, STATE_END, (key) => {
+      if (!incoming.has(key)) ops.push({ type: "del", key });
+    });
+    let meta: SnapshotMeta = { index: 0, term: 0 };
+    for (const { key, value } of records) {
+      if (!key.startsWith(STATE_PREFIX)) throw new Error(`snapshot holds a foreign key ${JSON.stringify(key)}`);
+      if (key === APPLIED_KEY) meta = JSON.parse(Buffer.from(value).toString("utf8"));
+      ops.push({ type: "put", key, value });
+    }
+    return { meta, ops };
   }
 }

@@ -14,6 +14,8 @@ import { GRPC_CHANNEL_OPTIONS as CHANNEL_OPTIONS } from "../wire/channel-options
 import {
   type AppendEntriesReplyWire,
   type AppendEntriesRequestWire,
+  type InstallSnapshotReplyWire,
+  type InstallSnapshotRequestWire,
   type RequestVoteReplyWire,
   type RequestVoteRequestWire,
   raftService,
@@ -21,6 +23,8 @@ import {
 
 const APPEND_DEADLINE_MS = 2000;
 const VOTE_DEADLINE_MS = 500;
+/** A snapshot is the whole state machine: give it time to travel and be written. */
+const SNAPSHOT_DEADLINE_MS = 30_000;
 
 
 export interface TransportHandlers {
@@ -84,12 +88,24 @@ export class GrpcTransport {
         };
         this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toVoteReplyWire), "");
       },
+      InstallSnapshot: (call: grpc.ServerUnaryCall<InstallSnapshotRequestWire, InstallSnapshotReplyWire>, callback: UnaryCallback<InstallSnapshotReplyWire>) => {
+        const wire = call.request;
+        const message: Message = {
+          type: "InstallSnapshot",
+          from: wire.from,
+          to: this.#id,
+          term: wire.term,
+          snapshot: { index: wire.lastIncludedIndex, term: wire.lastIncludedTerm },
+          data: wire.data,
+        };
+        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toSnapshotReplyWire), wire.leaderClientAddress);
+      },
     });
     await bind(server, bindAddress);
     this.#server = server;
   }
 
-  /** Sends a request (AppendEntries or RequestVote) to its `to`. Replies are not sent here. */
+  /** Sends a request (AppendEntries, RequestVote, InstallSnapshot) to its `to`; not replies. */
   send(message: Message): void {
     const client = this.#clients[message.to];
     if (!client) return;
@@ -132,6 +148,24 @@ export class GrpcTransport {
         term: reply.term,
         voteGranted: reply.voteGranted,
         preVote: reply.preVote,
+      }));
+    } else if (message.type === "InstallSnapshot") {
+      if (message.snapshot === null || message.data === null) throw new Error("InstallSnapshot sent without its snapshot");
+      const request: InstallSnapshotRequestWire = {
+        term: message.term,
+        leaderId: message.from,
+        lastIncludedIndex: message.snapshot.index,
+        lastIncludedTerm: message.snapshot.term,
+        data: message.data,
+        from: message.from,
+        leaderClientAddress: this.#clientAddress,
+      };
+      this.#call(client, peer, raftService.InstallSnapshot, request, SNAPSHOT_DEADLINE_MS, (reply) => ({
+        type: "InstallSnapshotReply",
+        from: peer,
+        to: this.#id,
+        term: reply.term,
+        matchIndex: reply.matchIndex,
       }));
     }
   }
@@ -184,6 +218,11 @@ function toAppendReplyWire(m: Message): AppendEntriesReplyWire {
     conflictIndex: m.conflictIndex,
     readRound: m.readRound,
   };
+}
+
+function toSnapshotReplyWire(m: Message): InstallSnapshotReplyWire {
+  if (m.type !== "InstallSnapshotReply") throw new Error(`expected InstallSnapshotReply, got ${m.type}`);
+  return { term: m.term, from: m.from, matchIndex: m.matchIndex };
 }
 
 function toVoteReplyWire(m: Message): RequestVoteReplyWire {

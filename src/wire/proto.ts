@@ -82,6 +82,23 @@ export interface RequestVoteRequestWire {
   lastLogTerm: number;
   preVote: boolean;
 }
+export interface InstallSnapshotRequestWire {
+  term: number;
+  leaderId: number;
+  lastIncludedIndex: number;
+  lastIncludedTerm: number;
+  data: Uint8Array;
+  from: number;
+  leaderClientAddress: string;
+}
+export interface InstallSnapshotReplyWire {
+  term: number;
+  from: number;
+  matchIndex: number;
+}
+export interface StateMachineSnapshot {
+  records: { key: string; value: Uint8Array }[];
+}
 export interface RequestVoteReplyWire {
   term: number;
   voteGranted: boolean;
@@ -114,6 +131,9 @@ export const codecs = {
   appendEntriesReply: codec<AppendEntriesReplyWire>("raft.AppendEntriesReply"),
   requestVoteRequest: codec<RequestVoteRequestWire>("raft.RequestVoteRequest"),
   requestVoteReply: codec<RequestVoteReplyWire>("raft.RequestVoteReply"),
+  installSnapshotRequest: codec<InstallSnapshotRequestWire>("raft.InstallSnapshotRequest"),
+  installSnapshotReply: codec<InstallSnapshotReplyWire>("raft.InstallSnapshotReply"),
+  stateMachineSnapshot: codec<StateMachineSnapshot>("kvs.StateMachineSnapshot"),
 };
 
 function method<Req, Res>(path: string, request: Codec<Req>, reply: Codec<Res>) {
@@ -137,6 +157,7 @@ export const kvsService = {
 export const raftService = {
   AppendEntries: method("/raft.Raft/AppendEntries", codecs.appendEntriesRequest, codecs.appendEntriesReply),
   RequestVote: method("/raft.Raft/RequestVote", codecs.requestVoteRequest, codecs.requestVoteReply),
+  InstallSnapshot: method("/raft.Raft/InstallSnapshot", codecs.installSnapshotRequest, codecs.installSnapshotReply),
 } satisfies ServiceDefinition;
 
 /** Limits every server and client agree on. */

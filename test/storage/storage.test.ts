@@ -46,7 +46,7 @@ describe("RaftStorage", () => {
     const dir = tempDir();
     let db = await Rocks.open(dir);
     let storage = new RaftStorage(db);
-    expect(await storage.load()).toEqual({ hardState: { term: 0, votedFor: null }, entries: [] });
+    expect(await storage.load()).toEqual({ hardState: { term: 0, votedFor: null }, snapshot: { index: 0, term: 0 }, entries: [] });
     const first = [1, 2, 3, 4].map((i) => ({ ...put(i, `k${i}`, "v"), term: 1 }));
     await storage.persist(ready({ hardState: { term: 1, votedFor: 2 }, entries: first, lastIndex: 4 }));
     // A conflict: index 3 is replaced by an entry of term 2 and index 4 disappears.
@@ -63,7 +63,51 @@ describe("RaftStorage", () => {
   });
 });
 
+describe("RaftStorage compaction", () => {
+  test("a compacted prefix is dropped from disk and the log reloads from the snapshot point", async () => {
+    const dir = tempDir();
+    let db = await Rocks.open(dir);
+    let storage = new RaftStorage(db);
+    await storage.load();
+    const entries = [1, 2, 3, 4, 5].map((i) => put(i, `k${i}`, "v"));
+    await storage.persist(ready({ entries, lastIndex: 5 }));
+    await storage.persist(ready({ compactedTo: { index: 3, term: 1 }, lastIndex: 5 }));
+    await db.close();
+    db = await Rocks.open(dir);
+    storage = new RaftStorage(db);
+    const loaded = await storage.load();
+    expect(loaded.snapshot).toEqual({ index: 3, term: 1 });
+    expect(loaded.entries.map((e) => e.index)).toEqual([4, 5]);
+    await db.close();
+  });
+});
+
 describe("KvStateMachine", () => {
+  test("a snapshot of one store restores another to the same state, sessions included", async () => {
+    const source = await Rocks.open(tempDir());
+    const target = await Rocks.open(tempDir());
+    const from = new KvStateMachine(source);
+    const to = new KvStateMachine(target);
+    await from.load();
+    await to.load();
+    await from.apply([put(1, "a", "1", "alice", 1), put(2, "b", "2"), put(3, "a", "3")]);
+    await to.apply([put(1, "stale", "x"), put(2, "b", "old")]);
+    const { meta, data } = await from.snapshot();
+    expect(meta).toEqual({ index: 3, term: 1 });
+    const restored = await to.restoreOps(data);
+    expect(restored.meta).toEqual(meta);
+    await target.batch(restored.ops, true);
+    await to.load();
+    expect(to.appliedIndex).toBe(3);
+    expect(await to.get("a")).toBe("3");
+    expect(await to.get("b")).toBe("2");
+    expect(await to.get("stale")).toBeUndefined(); // the old state is gone, not merged
+    const retry = await to.apply([put(4, "a", "1", "alice", 1)]);
+    expect(retry[0]!.duplicate).toBe(true); // alice's session came along
+    await source.close();
+    await target.close();
+  });
+
   test("applies puts, records the applied index with the data, and overwrites", async () => {
     const dir = tempDir();
     let db = await Rocks.open(dir);
