@@ -15,7 +15,7 @@ import type { BatchOp } from "../storage/rocks";
 import type { Logger } from "../logger";
 import type { ApplyResult, KvStateMachine } from "../storage/kv-state-machine";
 import type { RaftStorage } from "../storage/raft-storage";
-import { GrpcTransport } from "../transport/grpc-transport";
+import { GrpcTransport, SNAPSHOT_DEADLINE_MS } from "../transport/grpc-transport";
 import { NotLeaderError, ProposalDroppedError, RequestTimeoutError } from "./errors";
 
 export interface RaftNodeConfig {
@@ -115,6 +115,8 @@ export class RaftNode {
         electionTicks: config.electionTicks,
         heartbeatTicks: config.heartbeatTicks,
         randomInt: (n) => Math.floor(Math.random() * n),
+        // Outlast the transport's own deadline for a snapshot, which reports the failure first.
+        snapshotTimeoutTicks: Math.ceil((SNAPSHOT_DEADLINE_MS * 1.5) / config.tickMs),
       },
       { hardState, snapshot, entries, appliedIndex: stateMachine.appliedIndex },
     );

@@ -121,6 +121,7 @@ export class RaftCore {
       maxEntriesPerAppend: DEFAULT_MAX_ENTRIES_PER_APPEND,
       maxBytesPerAppend: DEFAULT_MAX_BYTES_PER_APPEND,
       maxInflightAppends: DEFAULT_MAX_INFLIGHT_APPENDS,
+      snapshotTimeoutTicks: 20 * config.electionTicks,
       ...config,
     };
     if (config.heartbeatTicks >= config.electionTicks) {
@@ -453,9 +454,9 @@ export class RaftCore {
       this.#broadcastHeartbeat();
     }
     for (const progress of this.#progress.values()) {
-      // A snapshot unanswered for two election timeouts was lost (the node reports failed
-      // sends, but a reply can vanish too): send it again.
-      if (progress.mode === "snapshot" && this.#ticks - progress.snapshotAskedAt > 2 * this.#config.electionTicks) {
+      // A snapshot unanswered for too long was lost (the node reports failed sends, but a
+      // reply can vanish too): send it again.
+      if (progress.mode === "snapshot" && this.#ticks - progress.snapshotAskedAt > this.#config.snapshotTimeoutTicks) {
         this.#enterProbe(progress, progress.matchIndex + 1, false);
       }
     }

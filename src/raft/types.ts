@@ -163,6 +163,11 @@ export interface RaftConfig {
   readonly maxBytesPerAppend?: number;
   /** Appends in flight per follower once it is known to match. */
   readonly maxInflightAppends?: number;
+  /**
+   * A snapshot sent but unanswered for this many ticks is taken as lost and sent again. The
+   * node reports failed sends itself; this only covers a reply that vanished without an error.
+   */
+  readonly snapshotTimeoutTicks?: number;
 }
 
 /** What a restarted server recovered from disk. */

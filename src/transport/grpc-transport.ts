@@ -24,7 +24,7 @@ import {
 const APPEND_DEADLINE_MS = 2000;
 const VOTE_DEADLINE_MS = 500;
 /** A snapshot is the whole state machine: give it time to travel and be written. */
-const SNAPSHOT_DEADLINE_MS = 30_000;
+export const SNAPSHOT_DEADLINE_MS = 30_000;
 
 
 export interface TransportHandlers {

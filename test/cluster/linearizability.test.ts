@@ -31,6 +31,8 @@ const SERVER_ARGS = [
   "--election-ticks", String(ELECTION_TICKS),
   "--heartbeat-ticks", "1",
   "--log-level", "info",
+  // Compact often, so that servers restarted or cut off catch up from snapshots mid-test too.
+  "--snapshot-entries", process.env.FAULT_SNAPSHOT_ENTRIES ?? "500",
 ];
 /** A key no test writes: a GET of it answers NO_KEY only on a leader that confirmed its lead. */
 const PROBE_KEY = "__leader_probe__";
@@ -668,6 +670,7 @@ describe("linearizability under faults", () => {
             `${directReads.filter((op) => op.ok).length} answered, ${directReads.filter((op) => !op.ok).length} refused or timed out`,
           `faults injected: ${nemesis.totalInjected} (${[...nemesis.injected].map(([kind, n]) => `${kind} ${n}`).join(", ")})`,
           `leaders elected: ${elections}, highest term ${cluster.output.maxTerm()}`,
+          `snapshots installed: ${cluster.output.lines.filter((line) => line.text.includes("installed snapshot")).length}`,
           `checker: ${JSON.stringify(result.linearizable)}${result.linearizable === true ? `, ${result.checkedOps} ops checked` : ""} in ${checkMs} ms`,
         ].join("\n"),
       );

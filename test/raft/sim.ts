@@ -105,6 +105,7 @@ export class SimCluster {
         checkQuorum: this.options.checkQuorum,
         maxEntriesPerAppend: 5,
         maxInflightAppends: 3,
+        snapshotTimeoutTicks: 2 * this.options.electionTicks,
       },
       { hardState: disk.hardState, snapshot: disk.snapshot, entries: disk.log, appliedIndex: disk.appliedIndex },
     );
