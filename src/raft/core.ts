@@ -574,13 +574,18 @@ export class RaftCore {
   // ---------------------------------------------------------------------------------------------
   // Log replication, follower side (§5.3).
 
-  #handleAppendEntries(message: AppendEntries): void {
+  /** `from` leads our current term: follow it and restart the election timer. */
+  #followLeaderOfThisTerm(from: NodeId): void {
     if (this.#role === "leader") {
-      throw new InvariantError(`two leaders in term ${this.#term}: ${this.id} and ${message.from}`);
+      throw new InvariantError(`two leaders in term ${this.#term}: ${this.id} and ${from}`);
     }
-    if (this.#role !== "follower") this.#becomeFollower(this.#term, message.from);
-    this.#leaderId = message.from;
+    if (this.#role !== "follower") this.#becomeFollower(this.#term, from);
+    this.#leaderId = from;
     this.#electionElapsed = 0;
+  }
+
+  #handleAppendEntries(message: AppendEntries): void {
+    this.#followLeaderOfThisTerm(message.from);
 
     // Entries up to our snapshot are committed, hence the same as the leader's: skip them.
     const snapshotIndex = this.#log.snapshot.index;
@@ -690,12 +695,7 @@ export class RaftCore {
   // Snapshots (Figure 13).
 
   #handleInstallSnapshot(message: InstallSnapshot): void {
-    if (this.#role === "leader") {
-      throw new InvariantError(`two leaders in term ${this.#term}: ${this.id} and ${message.from}`);
-    }
-    if (this.#role !== "follower") this.#becomeFollower(this.#term, message.from);
-    this.#leaderId = message.from;
-    this.#electionElapsed = 0;
+    this.#followLeaderOfThisTerm(message.from);
     const { snapshot, data } = message;
     if (snapshot === null || data === null) throw new InvariantError("InstallSnapshot without its snapshot");
     if (snapshot.index > this.#commitIndex) {
