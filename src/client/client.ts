@@ -53,6 +53,8 @@ export class KvsClient {
   readonly #followLeader: boolean;
   readonly clientId: string;
   #sequence = 0;
+  /** Sequences of writes in flight. */
+  readonly #unanswered = new Set<number>();
   #leader: string | null = null;
 
   constructor(addresses: string[], options: ClientOptions = {}) {
@@ -68,13 +70,23 @@ export class KvsClient {
     return this.#sequence + 1;
   }
 
-  put(key: string, value: string, sequence?: number): Promise<KvsReply> {
+  /**
+   * Writes `value` under `key`. In cluster mode the write carries this client's id and a
+   * sequence number (pass `sequence` to retry an earlier write by hand) plus the lowest sequence
+   * still awaiting its answer, so several writes may be in flight and each applies once.
+   */
+  async put(key: string, value: string, sequence?: number): Promise<KvsReply> {
     rejectInvalid(key, value);
+    if (!this.#followLeader) return this.#call("Put", { key, value, clientId: "", sequence: 0, ackedBelow: 0 });
     const seq = sequence ?? ++this.#sequence;
-    const request = this.#followLeader
-      ? { key, value, clientId: this.clientId, sequence: seq }
-      : { key, value, clientId: "", sequence: 0 };
-    return this.#call("Put", request);
+    this.#unanswered.add(seq);
+    try {
+      const ackedBelow = Math.min(...this.#unanswered);
+      return await this.#call("Put", { key, value, clientId: this.clientId, sequence: seq, ackedBelow });
+    } finally {
+      // Answered, or given up on: either way this client never sends `seq` again.
+      this.#unanswered.delete(seq);
+    }
   }
 
   get(key: string): Promise<KvsReply> {

@@ -76,6 +76,8 @@ export class RaftNode {
 
   /** Client addresses of the other servers, learnt from their AppendEntries. */
   #clientAddresses = new Map<NodeId, string>();
+  /** Snapshots being read or sent: the log is not compacted meanwhile (see #maybeCompact). */
+  #snapshotsInFlight = 0;
   #sawLeader = false;
   #lastRole: Role = "follower";
   #lastTerm = 0;
@@ -99,8 +101,20 @@ export class RaftNode {
           this.#rpcsStepped.push(rpcId);
           this.#core.step({ ...message, rpcId });
         }),
-      onReply: (message) => this.#enqueue(() => this.#core.step(message)),
-      onUnreachable: (peer) => this.#enqueue(() => this.#core.reportUnreachable(peer)),
+      onReply: (message) =>
+        this.#enqueue(() => {
+          if (message.type === "InstallSnapshotReply") this.#snapshotsInFlight--;
+          this.#core.step(message);
+        }),
+      onUnreachable: (peer, request) =>
+        this.#enqueue(() => {
+          if (request === "InstallSnapshot") {
+            this.#snapshotsInFlight--;
+            this.#core.reportSnapshotFailed(peer);
+          } else {
+            this.#core.reportUnreachable(peer);
+          }
+        }),
     });
   }
 
@@ -116,7 +130,7 @@ export class RaftNode {
         heartbeatTicks: config.heartbeatTicks,
         randomInt: (n) => Math.floor(Math.random() * n),
         // Outlast the transport's own deadline for a snapshot, which reports the failure first.
-        snapshotTimeoutTicks: Math.ceil((SNAPSHOT_DEADLINE_MS * 1.5) / config.tickMs),
+        snapshotTimeoutTicks: Math.ceil((SNAPSHOT_DEADLINE_MS * 2) / config.tickMs),
       },
       { hardState, snapshot, entries, appliedIndex: stateMachine.appliedIndex },
     );
@@ -303,8 +317,10 @@ export class RaftNode {
         this.#transport.send(message);
       }
     }
-    // 3. Apply, and answer the clients whose writes these were.
+    // 3. Apply, and answer the clients whose writes these were; reads waiting for the state
+    // machine may now go ahead (after applying, or after a snapshot moved it forward).
     if (ready.committed.length > 0) await this.#apply(ready.committed);
+    this.#releaseReadsUpTo(this.#stateMachine.appliedIndex);
     // 4. Reads confirmed by a quorum.
     for (const { requestId, index } of ready.readStates) {
       const waiter = this.#reads.get(requestId);
@@ -323,6 +339,7 @@ export class RaftNode {
    * store takes a while to read, and heartbeats must go on meanwhile.
    */
   #sendSnapshot(request: InstallSnapshot): void {
+    this.#snapshotsInFlight++;
     this.#stateMachine.snapshot().then(
       ({ meta, data }) => {
         this.#log.info("sending snapshot", { to: request.to, index: meta.index, bytes: data.byteLength });
@@ -330,7 +347,10 @@ export class RaftNode {
       },
       (error) => {
         this.#log.warn("cannot read a snapshot", { to: request.to, error: String(error) });
-        this.#enqueue(() => this.#core.reportUnreachable(request.to));
+        this.#enqueue(() => {
+          this.#snapshotsInFlight--;
+          this.#core.reportSnapshotFailed(request.to);
+        });
       },
     );
   }
@@ -343,6 +363,9 @@ export class RaftNode {
   #maybeCompact(): void {
     const applied = this.#stateMachine.appliedIndex;
     const { snapshotEntries } = this.#config;
+    // Compacting while a snapshot travels could leave its follower behind the log once more
+    // when it lands, and under steady writes forever.
+    if (this.#snapshotsInFlight > 0) return;
     if (applied - this.#core.snapshot.index >= snapshotEntries) {
       this.#core.compact(applied - Math.floor(snapshotEntries / 4));
     }
@@ -357,15 +380,16 @@ export class RaftNode {
       if (waiter.term === entry.term) waiter.resolve(results[i]!);
       else waiter.reject(new ProposalDroppedError("leadership changed before the write committed"));
     });
-    const applied = this.#stateMachine.appliedIndex;
-    if (this.#readsAwaitingApply.length > 0) {
-      const still: { index: number; waiter: ReadWaiter }[] = [];
-      for (const read of this.#readsAwaitingApply) {
-        if (read.index <= applied) read.waiter.resolve();
-        else still.push(read);
-      }
-      this.#readsAwaitingApply = still;
+  }
+
+  #releaseReadsUpTo(applied: number): void {
+    if (this.#readsAwaitingApply.length === 0) return;
+    const still: { index: number; waiter: ReadWaiter }[] = [];
+    for (const read of this.#readsAwaitingApply) {
+      if (read.index <= applied) read.waiter.resolve();
+      else still.push(read);
     }
+    this.#readsAwaitingApply = still;
   }
 
   #logRoleChange(): void {

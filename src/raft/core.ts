@@ -253,6 +253,16 @@ export class RaftCore {
   reportUnreachable(peer: NodeId): void {
     const progress = this.#progress.get(peer);
     if (this.#role !== "leader" || progress === undefined) return;
+    // A follower busy installing a snapshot may miss heartbeats: that is no reason to send the
+    // whole state again. Only the snapshot's own failure is (reportSnapshotFailed).
+    if (progress.mode === "snapshot") return;
+    this.#enterProbe(progress, progress.matchIndex + 1, true);
+  }
+
+  /** The snapshot for `peer` could not be read, sent or installed: probe again, then resend. */
+  reportSnapshotFailed(peer: NodeId): void {
+    const progress = this.#progress.get(peer);
+    if (this.#role !== "leader" || progress === undefined || progress.mode !== "snapshot") return;
     this.#enterProbe(progress, progress.matchIndex + 1, true);
   }
 
@@ -724,6 +734,7 @@ export class RaftCore {
     progress.recentlyActive = true;
     if (message.matchIndex > progress.matchIndex) {
       progress.matchIndex = message.matchIndex;
+      progress.nextIndex = Math.max(progress.nextIndex, message.matchIndex + 1);
       this.#maybeCommit();
     }
     if (progress.mode === "snapshot") this.#enterProbe(progress, progress.matchIndex + 1, false);

@@ -53,11 +53,11 @@ export async function startKvsService(options: {
   const server = new grpc.Server(GRPC_CHANNEL_OPTIONS);
   server.addService(kvsService, {
     Put: (call: grpc.ServerUnaryCall<PutRequest, KvsReply>, callback: Callback) => {
-      const { key, value, clientId, sequence } = call.request;
+      const { key, value, clientId, sequence, ackedBelow } = call.request;
       const problem = invalidRequest(key, value);
       if (problem) return callback(null, reply(KvsStatus.ERROR, { error: problem }));
       if (!node.isLeader) return callback(null, failure(new NotLeaderError(node.leaderHint)));
-      const command = codecs.command.encode({ key, value, clientId, sequence });
+      const command = codecs.command.encode({ key, value, clientId, sequence, ackedBelow });
       node.propose(command, timeoutOf(call)).then(
         () => callback(null, reply(KvsStatus.OK)),
         (error) => callback(null, failure(error)),

@@ -31,10 +31,22 @@ export const SESSION_EXPIRY_ENTRIES = 100_000;
 /** At most this many sessions are kept; the least recently used go first. */
 export const MAX_SESSIONS = 10_000;
 
+/**
+ * One client's exactly-once state (thesis §6.3). A client may have several writes in flight, so
+ * their sequences can reach the log in any order: we remember which sequences were applied at
+ * or above `lowestUnanswered`; everything below it the client has given up or been answered
+ * on, and will not send again.
+ */
 interface Session {
-  sequence: number;
+  lowestUnanswered: number;
+  /** Applied sequences >= lowestUnanswered, ascending. */
+  applied: number[];
+  /** Log index of the client's last request, for expiry. */
   lastIndex: number;
 }
+
+/** A client that never reports answers could grow its session without end: cap it. */
+const MAX_APPLIED_PER_SESSION = 1000;
 
 /** The outcome of one applied entry, for the client waiting on it. */
 export type ApplyResult = { ok: true; duplicate: boolean };
@@ -80,41 +92,52 @@ export class KvStateMachine {
   async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
     const ops: BatchOp[] = [];
     const results: ApplyResult[] = [];
-    const touchedSessions = new Set<string>();
+    /** Sessions created, changed or expired in this batch: written (or deleted) at the end. */
+    const touched = new Set<string>();
     for (const entry of entries) {
       if (entry.index !== this.#applied.index + 1) {
         throw new Error(`apply of index ${entry.index} after applied index ${this.#applied.index}`);
       }
       this.#applied = { index: entry.index, term: entry.term };
-      if (entry.type !== EntryType.Normal) {
-        results.push({ ok: true, duplicate: false });
-        continue;
-      }
-      const command = codecs.command.decode(entry.data);
-      if (command.clientId !== "") {
-        const session = this.#sessions.get(command.clientId);
-        if (session && command.sequence <= session.sequence) {
-          // A retry of a write already applied: answer as before, change nothing.
-          results.push({ ok: true, duplicate: true });
-          continue;
-        }
-        this.#sessions.delete(command.clientId); // re-insert: Map order is recency order
-        this.#sessions.set(command.clientId, { sequence: command.sequence, lastIndex: entry.index });
-        touchedSessions.add(command.clientId);
-      }
-      ops.push({ type: "put", key: DATA_PREFIX + command.key, value: command.value });
-      results.push({ ok: true, duplicate: false });
+      results.push(this.#applyEntry(entry, ops, touched));
+      // Expiry is decided entry by entry, so every server reaches the same sessions whatever
+      // batches it happened to apply in.
+      for (const clientId of this.#expireSessions()) touched.add(clientId);
     }
-    for (const clientId of this.#expireSessions()) {
-      touchedSessions.delete(clientId);
-      ops.push({ type: "del", key: SESSION_PREFIX + clientId });
-    }
-    for (const clientId of touchedSessions) {
-      ops.push({ type: "put", key: SESSION_PREFIX + clientId, value: JSON.stringify(this.#sessions.get(clientId)) });
+    for (const clientId of touched) {
+      const session = this.#sessions.get(clientId);
+      if (session) ops.push({ type: "put", key: SESSION_PREFIX + clientId, value: JSON.stringify(session) });
+      else ops.push({ type: "del", key: SESSION_PREFIX + clientId });
     }
     ops.push({ type: "put", key: APPLIED_KEY, value: JSON.stringify(this.#applied) });
     await this.#db.batch(ops, false);
     return results;
+  }
+
+  #applyEntry(entry: Entry, ops: BatchOp[], touched: Set<string>): ApplyResult {
+    if (entry.type !== EntryType.Normal) return { ok: true, duplicate: false };
+    const command = codecs.command.decode(entry.data);
+    if (command.clientId !== "") {
+      const { clientId, sequence, ackedBelow } = command;
+      const session = this.#sessions.get(clientId) ?? { lowestUnanswered: 0, applied: [], lastIndex: 0 };
+      // Re-insert: Map order is recency order, which expiry relies on.
+      this.#sessions.delete(clientId);
+      this.#sessions.set(clientId, session);
+      touched.add(clientId);
+      session.lastIndex = entry.index;
+      const duplicate = sequence < session.lowestUnanswered || session.applied.includes(sequence);
+      if (!duplicate) session.applied.push(sequence);
+      session.lowestUnanswered = Math.max(session.lowestUnanswered, ackedBelow);
+      session.applied = session.applied.filter((seq) => seq >= session.lowestUnanswered).sort((a, b) => a - b);
+      if (session.applied.length > MAX_APPLIED_PER_SESSION) {
+        const dropped = session.applied.splice(0, session.applied.length - MAX_APPLIED_PER_SESSION);
+        session.lowestUnanswered = dropped.at(-1)! + 1;
+      }
+      // A retry of a write already applied: answer as before, change nothing.
+      if (duplicate) return { ok: true, duplicate: true };
+    }
+    ops.push({ type: "put", key: DATA_PREFIX + command.key, value: command.value });
+    return { ok: true, duplicate: false };
   }
 
   /** Drops sessions idle for too long or beyond the cap; returns their ids. */

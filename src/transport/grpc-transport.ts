@@ -33,7 +33,7 @@ export interface TransportHandlers {
   /** A reply to one of our requests. */
   onReply(message: Message): void;
   /** A request of ours could not be delivered or answered. */
-  onUnreachable(peer: NodeId): void;
+  onUnreachable(peer: NodeId, request: Message["type"]): void;
 }
 
 type UnaryCallback<T> = (error: grpc.ServiceError | null, value?: T) => void;
@@ -122,7 +122,7 @@ export class GrpcTransport {
         leaderClientAddress: this.#clientAddress,
         readRound: message.readRound,
       };
-      this.#call(client, peer, raftService.AppendEntries, request, APPEND_DEADLINE_MS, (reply) => ({
+      this.#call(client, peer, message.type, raftService.AppendEntries, request, APPEND_DEADLINE_MS, (reply) => ({
         type: "AppendEntriesReply",
         from: peer,
         to: this.#id,
@@ -141,7 +141,7 @@ export class GrpcTransport {
         lastLogTerm: message.lastLogTerm,
         preVote: message.preVote,
       };
-      this.#call(client, peer, raftService.RequestVote, request, VOTE_DEADLINE_MS, (reply) => ({
+      this.#call(client, peer, message.type, raftService.RequestVote, request, VOTE_DEADLINE_MS, (reply) => ({
         type: "RequestVoteReply",
         from: peer,
         to: this.#id,
@@ -160,7 +160,7 @@ export class GrpcTransport {
         from: message.from,
         leaderClientAddress: this.#clientAddress,
       };
-      this.#call(client, peer, raftService.InstallSnapshot, request, SNAPSHOT_DEADLINE_MS, (reply) => ({
+      this.#call(client, peer, message.type, raftService.InstallSnapshot, request, SNAPSHOT_DEADLINE_MS, (reply) => ({
         type: "InstallSnapshotReply",
         from: peer,
         to: this.#id,
@@ -174,6 +174,7 @@ export class GrpcTransport {
   #call<Req, Res>(
     client: grpc.Client,
     peer: NodeId,
+    type: Message["type"],
     method: { path: string; requestSerialize: (value: Req) => Buffer; responseDeserialize: (bytes: Buffer) => Res },
     request: Req,
     deadlineMs: number,
@@ -186,7 +187,7 @@ export class GrpcTransport {
       request,
       { deadline: Date.now() + deadlineMs },
       (error, reply) => {
-        if (error || reply === undefined) this.#handlers.onUnreachable(peer);
+        if (error || reply === undefined) this.#handlers.onUnreachable(peer, type);
         else this.#handlers.onReply(toMessage(reply));
       },
     );

@@ -32,6 +32,7 @@ export interface PutRequest {
   value: string;
   clientId: string;
   sequence: number;
+  ackedBelow: number;
 }
 export interface GetRequest {
   key: string;
@@ -47,6 +48,7 @@ export interface Command {
   value: string;
   clientId: string;
   sequence: number;
+  ackedBelow: number;
 }
 
 export interface WireEntry {

@@ -40,7 +40,12 @@ class Net {
     for (const core of this.cores) {
       while (core.hasReady()) {
         const ready = core.ready();
-        for (const message of ready.messages) {
+        for (let message of ready.messages) {
+          if (message.type === "InstallSnapshot" && message.snapshot === null) {
+            // The node's part: the state machine here is just the applied index.
+            const index = core.appliedIndex;
+            message = { ...message, snapshot: { index, term: core.termAt(index) }, data: new Uint8Array() };
+          }
           if (!this.cut.has(`${message.from}->${message.to}`)) this.inbox.push(message);
         }
         this.applied[core.id]!.push(...ready.committed);
@@ -347,6 +352,71 @@ describe("RaftCore", () => {
       leader.advance(ready);
       net.settle();
       expect(leader.leaderReady).toBe(true);
+    });
+  });
+
+  describe("snapshots (Figure 13)", () => {
+    /** A leader (0) that compacted its log while follower 2 was away; 2 is back. */
+    function leaderWithCompactedLog() {
+      const net = new Net([[], [], []]);
+      const leader = net.elect(0);
+      net.isolate(2);
+      for (let i = 0; i < 20; i++) net.propose(0, `w${i}`);
+      net.settle();
+      leader.compact(leader.appliedIndex);
+      net.flush();
+      net.heal();
+      return { net, leader };
+    }
+
+    /** Delivers everything but snapshots, which it counts and holds back (still "in flight"). */
+    function deliverAllButSnapshots(net: Net): number {
+      let snapshots = 0;
+      net.flush();
+      for (let i = 0; i < 1000 && net.inbox.length > 0; i++) {
+        const message = net.inbox.shift()!;
+        if (message.type === "InstallSnapshot") snapshots++;
+        else net.cores[message.to]!.step(message);
+        net.flush();
+      }
+      return snapshots;
+    }
+
+    test("a follower that needs compacted entries is sent a snapshot, once", () => {
+      const { net, leader } = leaderWithCompactedLog();
+      expect(leader.snapshot.index).toBe(21);
+      leader.tick(); // heartbeat: follower 2 answers, the leader probes and finds it far behind
+      expect(deliverAllButSnapshots(net)).toBe(1);
+      // Heartbeats that fail while it installs, and heartbeats it answers, trigger no second one.
+      leader.reportUnreachable(2);
+      let more = 0;
+      for (let t = 0; t < 5; t++) {
+        leader.tick();
+        more += deliverAllButSnapshots(net);
+      }
+      expect(more).toBe(0);
+    });
+
+    test("a snapshot that failed is sent again after the follower answers", () => {
+      const { net, leader } = leaderWithCompactedLog();
+      leader.tick();
+      expect(deliverAllButSnapshots(net)).toBe(1); // and lost
+      leader.reportSnapshotFailed(2);
+      leader.tick(); // next heartbeat; its reply un-pauses the probe
+      expect(deliverAllButSnapshots(net)).toBe(1);
+    });
+
+    test("once installed, the follower holds the leader's log after the snapshot and commits on", () => {
+      const { net, leader } = leaderWithCompactedLog();
+      leader.tick();
+      net.settle(); // deliver the snapshot too
+      net.propose(0, "after");
+      net.settle();
+      const follower = net.cores[2]!;
+      expect(follower.snapshot).toEqual(leader.snapshot);
+      expect(follower.entries()).toEqual(leader.entries());
+      expect(follower.commitIndex).toBe(leader.commitIndex);
+      expect(net.applied[2]!.at(-1)?.index).toBe(leader.lastIndex); // applied after the snapshot
     });
   });
 

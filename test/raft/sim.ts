@@ -51,6 +51,8 @@ export class SimCluster {
   readonly cores: (RaftCore | null)[] = [];
   readonly disks: Disk[] = [];
   #network: InFlight[] = [];
+  /** Requests whose loss the sender will be told of (as gRPC would) once its Ready is done. */
+  #failedSends: Message[] = [];
   /** blocked[a][b]: messages from a to b are lost. */
   readonly blocked: boolean[][];
 
@@ -211,7 +213,8 @@ export class SimCluster {
       // gRPC tells a caller whose request failed; model that for requests, sometimes.
       const isRequest =
         message.type === "AppendEntries" || message.type === "RequestVote" || message.type === "InstallSnapshot";
-      if (isRequest && this.random() < 0.5) this.cores[message.from]?.reportUnreachable(message.to);
+      // Reported after the sender's advance(): no event may reach a core between ready() and it.
+      if (isRequest && this.random() < 0.5) this.#failedSends.push(message);
       return;
     }
     const copies = this.random() < this.options.duplicateRate ? 2 : 1;
@@ -244,6 +247,11 @@ export class SimCluster {
       for (const entry of ready.committed) this.#apply(id, entry);
       for (const readState of ready.readStates) this.#answerRead(id, readState.requestId, readState.index);
       core.advance(ready);
+      for (const failed of this.#failedSends.splice(0)) {
+        const sender = this.cores[failed.from];
+        if (failed.type === "InstallSnapshot") sender?.reportSnapshotFailed(failed.to);
+        else sender?.reportUnreachable(failed.to);
+      }
     }
     this.checkSafety();
   }

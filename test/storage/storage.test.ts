@@ -23,8 +23,9 @@ function tempDir(): string {
   return dir;
 }
 
-function put(index: number, key: string, value: string, clientId = "", sequence = 0): Entry {
-  return { term: 1, index, type: EntryType.Normal, data: codecs.command.encode({ key, value, clientId, sequence }) };
+function put(index: number, key: string, value: string, clientId = "", sequence = 0, ackedBelow = 0): Entry {
+  const data = codecs.command.encode({ key, value, clientId, sequence, ackedBelow });
+  return { term: 1, index, type: EntryType.Normal, data };
 }
 
 function ready(fields: Partial<Ready>): Ready {
@@ -143,6 +144,43 @@ describe("KvStateMachine", () => {
     await machine.apply([put(4, "k", "v3", "alice", 2)]);
     expect(await machine.get("k")).toBe("v3");
     await db.close();
+  });
+
+  test("writes of one client that reach the log out of order all apply, once each", async () => {
+    const db = await Rocks.open(tempDir());
+    const machine = new KvStateMachine(db);
+    await machine.load();
+    // Two writes in flight (sequences 1 and 2); 2 is committed first.
+    const first = await machine.apply([put(1, "b", "2", "carol", 2, 1), put(2, "a", "1", "carol", 1, 1)]);
+    expect(first.map((r) => r.duplicate)).toEqual([false, false]);
+    expect(await machine.get("a")).toBe("1");
+    // Retries of either are duplicates; once the client reports both answered, the session
+    // forgets them, and older sequences stay duplicates.
+    const retries = await machine.apply([put(3, "a", "x", "carol", 1, 1), put(4, "b", "x", "carol", 2, 1), put(5, "c", "3", "carol", 3, 3)]);
+    expect(retries.map((r) => r.duplicate)).toEqual([true, true, false]);
+    expect((await machine.apply([put(6, "a", "late", "carol", 1, 3)]))[0]!.duplicate).toBe(true);
+    expect(await machine.get("a")).toBe("1");
+    await db.close();
+  });
+
+  test("sessions expire entry by entry: the same state whatever the batching", async () => {
+    // Server X applies a log in one batch, server Y entry by entry: they must agree.
+    const dbX = await Rocks.open(tempDir());
+    const dbY = await Rocks.open(tempDir());
+    const x = new KvStateMachine(dbX);
+    const y = new KvStateMachine(dbY);
+    await x.load();
+    await y.load();
+    const log = Array.from({ length: MAX_SESSIONS }, (_, i) => put(i + 1, "k", `c${i}`, `client-${i}`, 1));
+    log.push(put(MAX_SESSIONS + 1, "k", "newcomer", "newcomer", 1)); // pushes client-0 out
+    log.push(put(MAX_SESSIONS + 2, "k", "retry of client-0", "client-0", 1));
+    const resultsX = await x.apply(log);
+    const resultsY: boolean[] = [];
+    for (const entry of log) resultsY.push((await y.apply([entry]))[0]!.duplicate);
+    expect(resultsX.map((r) => r.duplicate)).toEqual(resultsY);
+    expect(await x.get("k")).toBe(await y.get("k"));
+    await dbX.close();
+    await dbY.close();
   });
 
   test("sessions beyond the cap expire oldest first, the same way after a restart", async () => {

@@ -223,7 +223,7 @@ export function rawPut(address: string, request: { key: string; value: string })
       kvsService.Put.path,
       kvsService.Put.requestSerialize,
       kvsService.Put.responseDeserialize,
-      { ...request, clientId: "", sequence: 0 },
+      { ...request, clientId: "", sequence: 0, ackedBelow: 0 },
       { deadline: Date.now() + 5000 },
       (error, reply) => (error || !reply ? reject(error) : resolve(reply)),
     ),
