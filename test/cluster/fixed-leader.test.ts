@@ -91,6 +91,20 @@ describe("a 3-server cluster with a fixed leader", () => {
     expect(stdout).toBe(`${value}\n`);
   });
 
+  test("one client with many writes in flight has every one of them applied", async () => {
+    // The whole path with a pipeline of sequence numbers (client id, sequence, acked_below).
+    // Out-of-order arrival itself is pinned down in test/storage/storage.test.ts.
+    const client = cluster.client();
+    try {
+      const keys = Array.from({ length: 300 }, (_, i) => `concurrent-${i}`);
+      const replies = await Promise.all(keys.map((key) => client.put(key, `value of ${key}`)));
+      expect(replies.every((reply) => reply.status === KvsStatus.OK)).toBe(true);
+      for (const key of keys) expect((await client.get(key)).value).toBe(`value of ${key}`);
+    } finally {
+      client.close();
+    }
+  });
+
   test("GET of a missing key on the leader exits 3", async () => {
     const result = await clt(["-p", cluster.clientPorts[0]!, "-o", "GET", "-k", "never written", "-v", "0"]);
     expect(result.code).toBe(3);
