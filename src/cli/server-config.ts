@@ -146,7 +146,7 @@ export function parseServerArgs(argv: string[], cwd = process.cwd()): ServerConf
     clientBindAddress: `${host}:${clientPort}`,
     clientAddress: `${unspecified ? ownRaftHost : host}:${clientPort}`,
     leader: args["--leader"] ?? false,
-    dataDir: resolve(cwd, args["--data-dir"] ?? defaultDataDir(items, id)),
+    dataDir: resolve(cwd, args["--data-dir"] ?? defaultDataDir(raftAddresses, id)),
     logLevel,
     tickMs: parsePositive(args["--tick-ms"], 50, "--tick-ms"),
     electionTicks,
@@ -163,12 +163,14 @@ function splitHostPort(address: string): [string, number] {
 /**
  * Named after the cluster and the server, so that all servers of a cluster can share one
  * working directory and a different cluster started there later gets directories of its own.
+ * Built from the normalized addresses, so "7001" and "127.0.0.1:7001" name the same cluster.
  */
-function defaultDataDir(raftItems: string[], id: number): string {
-  const readable = raftItems.join("-").replace(/[^A-Za-z0-9.-]/g, "_");
+function defaultDataDir(raftAddresses: string[], id: number): string {
+  const allLocal = raftAddresses.every((address) => address.startsWith("127.0.0.1:"));
+  const readable = raftAddresses.map((address) => (allLocal ? address.slice("127.0.0.1:".length) : address)).join("-");
   const name =
-    readable.length <= 60
+    allLocal && readable.length <= 60
       ? readable
-      : createHash("sha256").update(raftItems.join(",")).digest("hex").slice(0, 16);
+      : createHash("sha256").update(raftAddresses.join(",")).digest("hex").slice(0, 16);
   return `raftkv-data-${name}-${id}`;
 }

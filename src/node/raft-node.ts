@@ -78,6 +78,7 @@ export class RaftNode {
   #clientAddresses = new Map<NodeId, string>();
   /** Snapshots being read or sent: the log is not compacted meanwhile (see #maybeCompact). */
   #snapshotsInFlight = 0;
+  #misconfigurationWarnedAt = new Map<string, number>();
   #sawLeader = false;
   #lastRole: Role = "follower";
   #lastTerm = 0;
@@ -106,6 +107,7 @@ export class RaftNode {
           if (message.type === "InstallSnapshotReply") this.#snapshotsInFlight--;
           this.#core.step(message);
         }),
+      onMisconfiguredPeer: (problem) => this.#warnMisconfigured(problem),
       onUnreachable: (peer, request) =>
         this.#enqueue(() => {
           if (request === "InstallSnapshot") {
@@ -228,6 +230,14 @@ export class RaftNode {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** Says so on stderr (the default log level shows warnings), at most every 10 s per problem. */
+  #warnMisconfigured(problem: string): void {
+    const now = Date.now();
+    if ((this.#misconfigurationWarnedAt.get(problem) ?? 0) > now - 10_000) return;
+    this.#misconfigurationWarnedAt.set(problem, now);
+    this.#log.warn("cluster mismatch: check that every server has the same -r list and its own -i", { problem });
+  }
 
   #enqueue(event: () => void): void {
     if (this.#stopped) return;

@@ -34,6 +34,8 @@ export interface TransportHandlers {
   onReply(message: Message): void;
   /** A request of ours could not be delivered or answered. */
   onUnreachable(peer: NodeId, request: Message["type"]): void;
+  /** A peer is configured for another cluster (its request to us, or ours to it, was refused). */
+  onMisconfiguredPeer(problem: string): void;
 }
 
 type UnaryCallback<T> = (error: grpc.ServiceError | null, value?: T) => void;
@@ -42,12 +44,14 @@ export class GrpcTransport {
   readonly #id: NodeId;
   readonly #clients: (grpc.Client | null)[];
   readonly #clientAddress: string;
+  readonly #clusterSize: number;
   readonly #handlers: TransportHandlers;
   #server: grpc.Server | null = null;
 
   constructor(id: NodeId, peerAddresses: readonly string[], clientAddress: string, handlers: TransportHandlers) {
     this.#id = id;
     this.#clientAddress = clientAddress;
+    this.#clusterSize = peerAddresses.length;
     this.#handlers = handlers;
     this.#clients = peerAddresses.map((address, peer) =>
       peer === id ? null : new grpc.Client(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS),
@@ -60,6 +64,7 @@ export class GrpcTransport {
     server.addService(raftService, {
       AppendEntries: (call: grpc.ServerUnaryCall<AppendEntriesRequestWire, AppendEntriesReplyWire>, callback: UnaryCallback<AppendEntriesReplyWire>) => {
         const wire = call.request;
+        if (!this.#sameCluster(wire.from, wire, callback)) return;
         const message: Message = {
           type: "AppendEntries",
           from: wire.from,
@@ -77,6 +82,7 @@ export class GrpcTransport {
       },
       RequestVote: (call: grpc.ServerUnaryCall<RequestVoteRequestWire, RequestVoteReplyWire>, callback: UnaryCallback<RequestVoteReplyWire>) => {
         const wire = call.request;
+        if (!this.#sameCluster(wire.candidateId, wire, callback)) return;
         const message: Message = {
           type: "RequestVote",
           from: wire.candidateId,
@@ -90,6 +96,7 @@ export class GrpcTransport {
       },
       InstallSnapshot: (call: grpc.ServerUnaryCall<InstallSnapshotRequestWire, InstallSnapshotReplyWire>, callback: UnaryCallback<InstallSnapshotReplyWire>) => {
         const wire = call.request;
+        if (!this.#sameCluster(wire.from, wire, callback)) return;
         const message: Message = {
           type: "InstallSnapshot",
           from: wire.from,
@@ -103,6 +110,27 @@ export class GrpcTransport {
     });
     await bind(server, bindAddress);
     this.#server = server;
+  }
+
+  /**
+   * Whether a request comes from a server configured like us: the same number of servers, sent
+   * to our id, from another valid id. A server started with a different -r list (a typo, a
+   * reordered list, a duplicated -i) is refused with FAILED_PRECONDITION and reported, so that
+   * two differently configured groups never exchange log entries or votes.
+   */
+  #sameCluster(from: number, wire: { to: number; clusterSize: number }, callback: UnaryCallback<never>): boolean {
+    let problem: string | null = null;
+    if (wire.clusterSize !== this.#clusterSize) {
+      problem = `server ${from} believes the cluster has ${wire.clusterSize} servers; our -r list has ${this.#clusterSize}`;
+    } else if (wire.to !== this.#id) {
+      problem = `server ${from} believes it is talking to server ${wire.to}, but this is server ${this.#id}`;
+    } else if (from === this.#id || from >= this.#clusterSize) {
+      problem = `a request claims to come from server ${from}, which is this server or not in the -r list`;
+    }
+    if (problem === null) return true;
+    this.#handlers.onMisconfiguredPeer(problem);
+    callback({ code: grpc.status.FAILED_PRECONDITION, details: `cluster mismatch: ${problem}`, name: "", message: "" } as grpc.ServiceError);
+    return false;
   }
 
   /** Sends a request (AppendEntries, RequestVote, InstallSnapshot) to its `to`; not replies. */
@@ -121,6 +149,8 @@ export class GrpcTransport {
         from: message.from,
         leaderClientAddress: this.#clientAddress,
         readRound: message.readRound,
+        to: peer,
+        clusterSize: this.#clusterSize,
       };
       this.#call(client, peer, message.type, raftService.AppendEntries, request, APPEND_DEADLINE_MS, (reply) => ({
         type: "AppendEntriesReply",
@@ -140,6 +170,8 @@ export class GrpcTransport {
         lastLogIndex: message.lastLogIndex,
         lastLogTerm: message.lastLogTerm,
         preVote: message.preVote,
+        to: peer,
+        clusterSize: this.#clusterSize,
       };
       this.#call(client, peer, message.type, raftService.RequestVote, request, VOTE_DEADLINE_MS, (reply) => ({
         type: "RequestVoteReply",
@@ -159,6 +191,8 @@ export class GrpcTransport {
         data: message.data,
         from: message.from,
         leaderClientAddress: this.#clientAddress,
+        to: peer,
+        clusterSize: this.#clusterSize,
       };
       this.#call(client, peer, message.type, raftService.InstallSnapshot, request, SNAPSHOT_DEADLINE_MS, (reply) => ({
         type: "InstallSnapshotReply",
@@ -187,6 +221,9 @@ export class GrpcTransport {
       request,
       { deadline: Date.now() + deadlineMs },
       (error, reply) => {
+        if (error?.code === grpc.status.FAILED_PRECONDITION) {
+          this.#handlers.onMisconfiguredPeer(`server ${peer} refused us: ${error.details}`);
+        }
         if (error || reply === undefined) this.#handlers.onUnreachable(peer, type);
         else this.#handlers.onReply(toMessage(reply));
       },

@@ -67,6 +67,8 @@ export interface AppendEntriesRequestWire {
   from: number;
   leaderClientAddress: string;
   readRound: number;
+  to: number;
+  clusterSize: number;
 }
 export interface AppendEntriesReplyWire {
   term: number;
@@ -83,6 +85,8 @@ export interface RequestVoteRequestWire {
   lastLogIndex: number;
   lastLogTerm: number;
   preVote: boolean;
+  to: number;
+  clusterSize: number;
 }
 export interface InstallSnapshotRequestWire {
   term: number;
@@ -92,6 +96,8 @@ export interface InstallSnapshotRequestWire {
   data: Uint8Array;
   from: number;
   leaderClientAddress: string;
+  to: number;
+  clusterSize: number;
 }
 export interface InstallSnapshotReplyWire {
   term: number;

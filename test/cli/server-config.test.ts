@@ -27,6 +27,13 @@ describe("parseServerArgs", () => {
     expect(new Set([a0, a1, b0]).size).toBe(3);
   });
 
+  test('"7001" and "127.0.0.1:7001" name the same cluster, so a restart finds its data either way', () => {
+    const short = parseServerArgs(["-r", "7001,7002", "-i", "1", "-p", "8002"], "/w")!;
+    const long = parseServerArgs(["-r", "127.0.0.1:7001,127.0.0.1:7002", "-i", "1", "-p", "8002"], "/w")!;
+    expect(long.dataDir).toBe(short.dataDir);
+    expect(long.clusterName).toBe(short.clusterName);
+  });
+
   test("host:port entries are kept, and long lists get a hashed directory name", () => {
     const hosts = Array.from({ length: 5 }, (_, i) => `server-${i}.example.internal:7000`);
     const config = parseServerArgs(["-r", hosts.join(","), "-i", "4", "-p", "8000"], "/w")!;

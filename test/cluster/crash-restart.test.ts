@@ -4,6 +4,7 @@
  * under a parent that ignores them.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { KvsClient } from "../../src/client/client";
 import { KvsStatus } from "../../src/wire/proto";
 import { clt, requireBuild, SVR, TestCluster, waitFor } from "../support/cluster";
 
@@ -190,5 +191,33 @@ describe("crashes and restarts", () => {
       async () => (await clt(["-p", cluster!.clientPorts[1]!, "-o", "DIRECT_GET", "-k", "x"])).code === 3,
       3000,
     );
+  });
+});
+
+describe("misconfiguration", () => {
+  test("a server given a different -r list is refused by the others and says why; nothing is mixed", async () => {
+    requireBuild();
+    const extraPort = 1; // never listened on: server 2 believes in a fourth server
+    cluster = await TestCluster.create({
+      size: 3,
+      output: "pipe",
+      raftListFor: (id, ports) => (id === 2 ? [...ports, extraPort] : ports).join(","),
+    });
+    cluster.startAll();
+    const client = new KvsClient([cluster.clientAddress(0), cluster.clientAddress(1)], { timeoutMs: 10_000, followLeader: true });
+    try {
+      // Servers 0 and 1 are a majority of the real three-server cluster: they serve.
+      expect((await client.put("shared", "only in the real cluster")).status).toBe(KvsStatus.OK);
+      // Server 2 takes no part: none of the real cluster's data reaches it.
+      await Bun.sleep(1000);
+      expect((await client.directGet("shared", cluster.clientAddress(2))).status).toBe(KvsStatus.NO_KEY);
+    } finally {
+      client.close();
+    }
+    const proc = cluster.processes[2]!;
+    await cluster.kill(2, "SIGTERM");
+    const stderr = await new Response(proc.stderr as ReadableStream).text();
+    expect(stderr).toContain("cluster mismatch");
+    expect(stderr).toContain("4 servers");
   });
 });
