@@ -119,6 +119,9 @@ async function main(): Promise<never> {
   if (!/^\d+$/.test(timeoutText) || Number(timeoutText) < 1) {
     exit(EXIT.usage, `--timeout must be a positive number of milliseconds, got "${timeoutText}"`);
   }
+  if (args["--servers"] !== undefined && args["--port"] !== undefined) {
+    exit(EXIT.usage, "give -p <port> or -s <list>, not both");
+  }
   const host = args["--host"] ?? "127.0.0.1";
   let addresses: string[];
   if (args["--servers"] !== undefined) {

@@ -82,8 +82,12 @@ async function main(): Promise<void> {
     }
     process.exit(code);
   };
-  process.on("SIGTERM", () => void shutdown(0));
-  process.on("SIGINT", () => void shutdown(0));
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.on(signal, () => {
+      logger.info("shutting down", { signal });
+      void shutdown(0);
+    });
+  }
 
   try {
     node = await RaftNode.start(

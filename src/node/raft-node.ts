@@ -405,8 +405,10 @@ export class RaftNode {
   #logRoleChange(): void {
     const { role, term, leaderId } = this.#core;
     if (role === this.#lastRole && term === this.#lastTerm && leaderId === this.#lastLeader) return;
-    if (role !== this.#lastRole || term !== this.#lastTerm) {
+    if (role !== this.#lastRole) {
       this.#log.info(`became ${role}`, { term, from: this.#lastRole });
+    } else if (term !== this.#lastTerm) {
+      this.#log.info("new term", { term, role });
     }
     if (leaderId !== this.#lastLeader && leaderId !== null && leaderId !== this.#config.id) {
       this.#log.info("following leader", { term, leader: leaderId });

@@ -129,6 +129,7 @@ describe("a 3-server cluster with a fixed leader", () => {
       ["-o", "GET", "-k", "x"], // no -p
       ["-p", "not-a-port", "-o", "GET", "-k", "x"],
       ["-p", port, "-o", "GET", "-k", "x", "--bogus"],
+      ["-p", port, "-s", port, "-o", "GET", "-k", "x"], // one server or several, not both
     ]) {
       const result = await clt(args);
       expect(result.code, `clt ${args.join(" ")}`).toBe(1);

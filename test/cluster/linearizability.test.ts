@@ -68,8 +68,11 @@ class ServerOutput {
     const changes: RoleChange[] = [];
     for (const line of this.lines) {
       if (line.at < since) continue;
-      const match = / INFO became (\w+) .*\bterm=(\d+)/.exec(line.text);
-      if (match) changes.push({ server: line.server, at: line.at, role: match[1]!, term: Number(match[2]) });
+      // "became <role> ... term=N" on a role change, "new term ... term=N role=<role>" otherwise.
+      const became = / INFO became (\w+) .*\bterm=(\d+)/.exec(line.text);
+      const newTerm = / INFO new term .*\bterm=(\d+) role=(\w+)/.exec(line.text);
+      if (became) changes.push({ server: line.server, at: line.at, role: became[1]!, term: Number(became[2]) });
+      else if (newTerm) changes.push({ server: line.server, at: line.at, role: newTerm[2]!, term: Number(newTerm[1]) });
     }
     return changes;
   }
