@@ -53,7 +53,6 @@ async function benchClt(): Promise<void> {
   const cluster = await TestCluster.create({ size: 3, leader: 0 });
   cluster.startAll();
   try {
-    await cluster.findLeader(5000);
     const leaderPort = cluster.clientPorts[await cluster.findLeader(5000)]!;
     const times: number[] = [];
     for (let i = 0; i < 100; i++) {

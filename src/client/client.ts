@@ -65,11 +65,6 @@ export class KvsClient {
     this.clientId = options.clientId ?? randomUUID();
   }
 
-  /** The next sequence number this client will use for a write. */
-  get nextSequence(): number {
-    return this.#sequence + 1;
-  }
-
   /**
    * Writes `value` under `key`. In cluster mode the write carries this client's id and a
    * sequence number (pass `sequence` to retry an earlier write by hand) plus the lowest sequence

@@ -6,7 +6,7 @@
 import { type Entry, InvariantError, type SnapshotMeta } from "./types";
 
 /** Rough wire size of an entry, for bounding AppendEntries batches. */
-export function entrySize(entry: Entry): number {
+function entrySize(entry: Entry): number {
   return entry.data.byteLength + 24;
 }
 

@@ -7,8 +7,6 @@ import { RaftCore } from "../../src/raft/core";
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta } from "../../src/raft/types";
 import { seededRandom } from "../support/random";
 
-export { seededRandom };
-
 /** What a server keeps across a crash: exactly what its Ready handling made durable. */
 interface Disk {
   hardState: HardState;
