@@ -251,8 +251,8 @@ export class RaftCore {
 
   /** The node could not deliver a message to `peer`: stop pipelining to it until it answers. */
   reportUnreachable(peer: NodeId): void {
-    const progress = this.#progress.get(peer);
-    if (this.#role !== "leader" || progress === undefined) return;
+    const progress = this.#progressIfLeading(peer);
+    if (progress === undefined) return;
     // A follower busy installing a snapshot may miss heartbeats: that is no reason to send the
     // whole state again. Only the snapshot's own failure is (reportSnapshotFailed).
     if (progress.mode === "snapshot") return;
@@ -261,8 +261,8 @@ export class RaftCore {
 
   /** The snapshot for `peer` could not be read, sent or installed: probe again, then resend. */
   reportSnapshotFailed(peer: NodeId): void {
-    const progress = this.#progress.get(peer);
-    if (this.#role !== "leader" || progress === undefined || progress.mode !== "snapshot") return;
+    const progress = this.#progressIfLeading(peer);
+    if (progress === undefined || progress.mode !== "snapshot") return;
     this.#enterProbe(progress, progress.matchIndex + 1, true);
   }
 
@@ -659,8 +659,8 @@ export class RaftCore {
   // Log replication, leader side.
 
   #handleAppendEntriesReply(message: AppendEntriesReply): void {
-    const progress = this.#progress.get(message.from);
-    if (this.#role !== "leader" || progress === undefined) return;
+    const progress = this.#progressIfLeading(message.from);
+    if (progress === undefined) return;
     progress.recentlyActive = true;
     if (message.readRound > progress.ackedReadRound) {
       progress.ackedReadRound = message.readRound;
@@ -675,6 +675,8 @@ export class RaftCore {
       } else if (progress.mode === "replicate" && progress.inflight.length >= this.#config.maxInflightAppends) {
         // A heartbeat came back while every pipelined append is unanswered: they were probably
         // lost. Resend from the known match rather than wait forever.
+        // TODO(#3): under load the appends may only be slow (the heartbeat overtook them), and
+        // this resends them needlessly; tag heartbeats so that only a newer one triggers it.
         this.#enterProbe(progress, progress.matchIndex + 1, false);
         return;
       }
@@ -729,8 +731,8 @@ export class RaftCore {
   }
 
   #handleInstallSnapshotReply(message: InstallSnapshotReply): void {
-    const progress = this.#progress.get(message.from);
-    if (this.#role !== "leader" || progress === undefined) return;
+    const progress = this.#progressIfLeading(message.from);
+    if (progress === undefined) return;
     progress.recentlyActive = true;
     if (message.matchIndex > progress.matchIndex) {
       progress.matchIndex = message.matchIndex;
@@ -879,6 +881,11 @@ export class RaftCore {
 
   // ---------------------------------------------------------------------------------------------
   // Helpers.
+
+  /** What we know of `peer`'s log, if we lead; reports about an earlier leadership are moot. */
+  #progressIfLeading(peer: NodeId): Progress | undefined {
+    return this.#role === "leader" ? this.#progress.get(peer) : undefined;
+  }
 
   #send(message: Message): void {
     this.#messages.push(message);
