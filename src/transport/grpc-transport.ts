@@ -62,10 +62,8 @@ export class GrpcTransport {
   async listen(bindAddress: string): Promise<void> {
     const server = new grpc.Server(CHANNEL_OPTIONS);
     server.addService(raftService, {
-      AppendEntries: (call: grpc.ServerUnaryCall<AppendEntriesRequestWire, AppendEntriesReplyWire>, callback: UnaryCallback<AppendEntriesReplyWire>) => {
-        const wire = call.request;
-        if (!this.#sameCluster(wire.from, wire, callback)) return;
-        const message: Message = {
+      AppendEntries: this.#handler(
+        (wire: AppendEntriesRequestWire): Message => ({
           type: "AppendEntries",
           from: wire.from,
           to: this.#id,
@@ -77,13 +75,11 @@ export class GrpcTransport {
           ),
           leaderCommit: wire.leaderCommit,
           readRound: wire.readRound,
-        };
-        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toAppendReplyWire), wire.leaderClientAddress);
-      },
-      RequestVote: (call: grpc.ServerUnaryCall<RequestVoteRequestWire, RequestVoteReplyWire>, callback: UnaryCallback<RequestVoteReplyWire>) => {
-        const wire = call.request;
-        if (!this.#sameCluster(wire.candidateId, wire, callback)) return;
-        const message: Message = {
+        }),
+        toAppendReplyWire,
+      ),
+      RequestVote: this.#handler(
+        (wire: RequestVoteRequestWire): Message => ({
           type: "RequestVote",
           from: wire.candidateId,
           to: this.#id,
@@ -91,25 +87,39 @@ export class GrpcTransport {
           lastLogIndex: wire.lastLogIndex,
           lastLogTerm: wire.lastLogTerm,
           preVote: wire.preVote,
-        };
-        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toVoteReplyWire), "");
-      },
-      InstallSnapshot: (call: grpc.ServerUnaryCall<InstallSnapshotRequestWire, InstallSnapshotReplyWire>, callback: UnaryCallback<InstallSnapshotReplyWire>) => {
-        const wire = call.request;
-        if (!this.#sameCluster(wire.from, wire, callback)) return;
-        const message: Message = {
+        }),
+        toVoteReplyWire,
+      ),
+      InstallSnapshot: this.#handler(
+        (wire: InstallSnapshotRequestWire): Message => ({
           type: "InstallSnapshot",
           from: wire.from,
           to: this.#id,
           term: wire.term,
           snapshot: { index: wire.lastIncludedIndex, term: wire.lastIncludedTerm },
           data: wire.data,
-        };
-        this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toSnapshotReplyWire), wire.leaderClientAddress);
-      },
+        }),
+        toSnapshotReplyWire,
+      ),
     });
     await bind(server, bindAddress);
     this.#server = server;
+  }
+
+  /**
+   * The server side of one Raft RPC: check that the sender is configured like us, hand the
+   * request to the node, and answer with the core's reply (or an error if it has none).
+   */
+  #handler<Req extends { to: number; clusterSize: number; leaderClientAddress?: string }, Res>(
+    toMessage: (wire: Req) => Message,
+    toWire: (reply: Message) => Res,
+  ) {
+    return (call: grpc.ServerUnaryCall<Req, Res>, callback: UnaryCallback<Res>) => {
+      const wire = call.request;
+      const message = toMessage(wire);
+      if (!this.#sameCluster(message.from, wire, callback)) return;
+      this.#handlers.onRequest(message, (reply) => respondWith(callback, reply, toWire), wire.leaderClientAddress ?? "");
+    };
   }
 
   /**
