@@ -204,20 +204,27 @@ describe("misconfiguration", () => {
       raftListFor: (id, ports) => (id === 2 ? [...ports, extraPort] : ports).join(","),
     });
     cluster.startAll();
+    // Read server 2's stderr as it comes, to see it report the mismatch.
+    let stderr = "";
+    const reading = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of cluster!.processes[2]!.stderr as ReadableStream<Uint8Array>) {
+        stderr += decoder.decode(chunk);
+      }
+    })();
     const client = new KvsClient([cluster.clientAddress(0), cluster.clientAddress(1)], { timeoutMs: 10_000, followLeader: true });
     try {
       // Servers 0 and 1 are a majority of the real three-server cluster: they serve.
       expect((await client.put("shared", "only in the real cluster")).status).toBe(KvsStatus.OK);
-      // Server 2 takes no part: none of the real cluster's data reaches it.
-      await Bun.sleep(1000);
+      // The leader's AppendEntries to server 2 are refused, and server 2 says why...
+      await waitFor("server 2 to report the mismatch", () => stderr.includes("cluster mismatch"), 5000);
+      // ...and none of the real cluster's data reached it.
       expect((await client.directGet("shared", cluster.clientAddress(2))).status).toBe(KvsStatus.NO_KEY);
     } finally {
       client.close();
     }
-    const proc = cluster.processes[2]!;
     await cluster.kill(2, "SIGTERM");
-    const stderr = await new Response(proc.stderr as ReadableStream).text();
-    expect(stderr).toContain("cluster mismatch");
+    await reading;
     expect(stderr).toContain("4 servers");
   });
 });
